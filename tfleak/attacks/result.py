@@ -1,0 +1,77 @@
+"""What an attack returns: the reconstruction, the labels, and how it got there."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["Snapshot", "AttackResult"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The best dummy batch of a round at one iteration.
+
+    Attributes:
+      iteration: optimiser iterations done in this round.
+      relative_distance: gradient distance over the distance of a zero
+        gradient (1 = no better than guessing zeros; 0 = exact match).
+      images: `[batch, h, w, c]` float32 in [0, 1].
+    """
+
+    iteration: int
+    relative_distance: float
+    images: np.ndarray = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass
+class AttackResult:
+    """The outcome of one gradient inversion attack.
+
+    Attributes:
+      reconstruction: `[batch, h, w, c]` float32 in [0, 1], the best dummy data
+        found; None when every start diverged (no made-up image is reported).
+      labels: `[batch]` int64, the restored or optimised labels (None likewise).
+      success: whether the gradient distance fell below the attack's
+        tolerance. Judged without the ground truth, as a real attacker must.
+      gradient_distance: the best gradient distance reached (the attack's
+        distance, e.g. squared L2), inf if every start diverged.
+      relative_distance: `gradient_distance` over the distance of a zero
+        gradient.
+      iterations: optimiser iterations over all rounds.
+      restarts_used: rounds from fresh random starts after the first.
+      seconds: wall-clock seconds, compilation included.
+      history: snapshots of the winning round, for figures.
+      metrics: filled when the ground truth was given: `mse`, `psnr` (dB),
+        `ssim`, `label_accuracy`.
+      attack: the attack and every hyperparameter it ran with.
+      message: one line on how it ended (converged, stalled, diverged).
+    """
+
+    reconstruction: Optional[np.ndarray]
+    labels: Optional[np.ndarray]
+    success: bool
+    gradient_distance: float
+    relative_distance: float
+    iterations: int
+    restarts_used: int
+    seconds: float
+    history: list = dataclasses.field(default_factory=list)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    attack: Any = None
+    message: str = ""
+
+    def __repr__(self) -> str:
+        shape = None if self.reconstruction is None else tuple(self.reconstruction.shape)
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items())
+        labels = None if self.labels is None else self.labels.tolist()
+        return (
+            f"AttackResult(success={self.success}, labels={labels}, "
+            f"gradient_distance={self.gradient_distance:.4g}, "
+            f"relative_distance={self.relative_distance:.3g}, iterations={self.iterations}, "
+            f"restarts_used={self.restarts_used}, seconds={self.seconds:.1f}, "
+            f"reconstruction_shape={shape}, metrics={{{metrics}}}, "
+            f"message={self.message!r}, attack={self.attack!r})"
+        )
