@@ -36,7 +36,7 @@ from tensorflow import keras
 
 from tfleak import metrics as metrics_lib
 from tfleak.attacks.dummy import DUMMY_INITS, DummyData
-from tfleak.attacks.lbfgs import BatchedLBFGS
+from tfleak.attacks.lbfgs import BatchedLBFGS, as_arguments
 from tfleak.attacks.objectives import GRADIENT_DISTANCES
 from tfleak.attacks.result import AttackResult, Snapshot
 from tfleak.labels import LABEL_STRATEGIES
@@ -75,6 +75,8 @@ class DLG:
       stall_ratio: a round is abandoned when its best distance shrank by less
         than this factor over the last `stall_window` iterations.
       stall_window: iterations over which progress is measured.
+      stall_floor: a round below this relative distance is in the basin of a
+        solution and runs on (to `tolerance` or `iterations`) however slowly.
       snapshot_every: iterations between progress snapshots.
       seed: seed of the first start; start `i` of round `r` uses
         `seed + r * starts_per_round + i`.
@@ -92,6 +94,7 @@ class DLG:
     tolerance: float = 1e-8
     stall_ratio: float = 0.95
     stall_window: int = 100
+    stall_floor: float = 1e-5
     snapshot_every: int = 10
     seed: int = 0
 
@@ -157,9 +160,16 @@ class DLG:
         zero_distance = float(zero) or 1.0
         if self.optimizer == "lbfgs":
             dummy = DummyData(victim, batch_size, labels, self.distance, self.init, self.seed)
-            solver = BatchedLBFGS(
-                dummy, observed, self.starts_per_round, self.init, self.history_size
+            solver = BatchedLBFGS.for_victim(
+                victim,
+                batch_size,
+                labels is None,
+                self.distance,
+                self.starts_per_round,
+                self.init,
+                self.history_size,
             )
+            arguments = as_arguments(observed, dummy.fixed_labels, dummy.dummy_label_logits.shape)
 
         best = None  # (distance, data, label_logits, history, dummy)
         iterations = 0
@@ -171,7 +181,7 @@ class DLG:
                 print(f"{type(self).__name__} round {rounds}/{self.restarts + 1}")
             if self.optimizer == "lbfgs":
                 outcome = self._lbfgs_round(
-                    solver, round_index, zero_distance, verbose, on_snapshot
+                    solver, arguments, round_index, zero_distance, verbose, on_snapshot
                 )
             else:
                 dummy = DummyData(
@@ -236,8 +246,8 @@ class DLG:
 
     # -- L-BFGS ---------------------------------------------------------------
 
-    def _lbfgs_round(self, solver, round_index, zero_distance, verbose, on_snapshot):
-        results = solver.initialize(solver.random_starts(self.seed, round_index))
+    def _lbfgs_round(self, solver, arguments, round_index, zero_distance, verbose, on_snapshot):
+        results = solver.initialize(solver.random_starts(self.seed, round_index), *arguments)
         progress = (
             keras.utils.Progbar(self.iterations, stateful_metrics=["relative_distance"])
             if verbose
@@ -250,7 +260,7 @@ class DLG:
         ending = f"stopped after {self.iterations} iterations"
         while done < self.iterations:
             target = tf.constant(min(done + self.snapshot_every, self.iterations), tf.int32)
-            results = solver.resume(results, target)
+            results = solver.resume(results, target, *arguments)
             done = int(results.num_iterations)
             winner, value = solver.best(results)
             relative = value / zero_distance
@@ -271,13 +281,19 @@ class DLG:
                 ending = f"line search could not improve any start after {done} iterations"
                 break
             earlier = [i for i in best_at if i <= done - self.stall_window]
-            if earlier and relative > self.stall_ratio * best_at[max(earlier)]:
+            if (
+                earlier
+                and relative > self.stall_floor
+                and relative > self.stall_ratio * best_at[max(earlier)]
+            ):
                 ending = f"stalled at relative distance {relative:.3g} after {done} iterations"
                 break
         if progress is not None and done < self.iterations:
             progress.update(self.iterations, [("relative_distance", relative)], finalize=True)
         winner, value = solver.best(results)
         data, logits = solver.unpack(results.position[winner])
+        if logits is None:
+            logits = tf.zeros(solver.logits_shape)  # unused: the labels are fixed
         return value, data, logits, history, done, ending
 
     # -- Adam through DummyData.fit -------------------------------------------
