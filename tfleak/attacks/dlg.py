@@ -71,12 +71,14 @@ class DLG:
       label_strategy: 'optimize' (DLG: labels are optimised with the data) or
         'idlg' (the label is restored analytically first; one example only).
       tolerance: success when the gradient distance is below `tolerance` times
-        the distance of a zero guess (dimensionless).
+        the distance of a zero guess (dimensionless). Measured on LeNet and
+        32x32 photographs, 1e-7 meant PSNR 29.3-32.5 dB, 1e-8 about 35-44 dB.
       stall_ratio: a round is abandoned when its best distance shrank by less
         than this factor over the last `stall_window` iterations.
       stall_window: iterations over which progress is measured.
       stall_floor: a round below this relative distance is in the basin of a
-        solution and runs on (to `tolerance` or `iterations`) however slowly.
+        solution and runs on (to `tolerance` or `iterations`) however slowly;
+        no further round is started after it.
       snapshot_every: iterations between progress snapshots.
       seed: seed of the first start; start `i` of round `r` uses
         `seed + r * starts_per_round + i`.
@@ -92,8 +94,8 @@ class DLG:
     init: str = "uniform"
     label_strategy: str = "optimize"
     tolerance: float = 1e-8
-    stall_ratio: float = 0.95
-    stall_window: int = 100
+    stall_ratio: float = 0.5
+    stall_window: int = 300
     stall_floor: float = 1e-5
     snapshot_every: int = 10
     seed: int = 0
@@ -202,7 +204,10 @@ class DLG:
             message = f"round {rounds}: {ending}"
             if verbose:
                 print(message)
-            if best is not None and best[0] / zero_distance < self.tolerance:
+            # A round that got below the stall floor found the solution's basin
+            # (it converged, or hit float32 precision or the iteration limit
+            # there): a fresh random start would only start over.
+            if best is not None and best[0] / zero_distance < self.stall_floor:
                 break
 
         seconds = time.perf_counter() - start_time
@@ -278,7 +283,10 @@ class DLG:
                 ending = f"every start diverged (NaN/inf) by iteration {done}"
                 break
             if bool(tf.reduce_all(results.converged | results.failed)):
-                ending = f"line search could not improve any start after {done} iterations"
+                ending = (
+                    f"line search could not improve any start at relative distance "
+                    f"{relative:.3g} after {done} iterations (float32 precision, if small)"
+                )
                 break
             earlier = [i for i in best_at if i <= done - self.stall_window]
             if (
