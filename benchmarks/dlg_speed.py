@@ -135,6 +135,8 @@ def main(argv):
 
     tfleak_median, tfleak_censored = _median_time(r["tfleak"] for r in rows)
     torch_median, torch_censored = _median_time(r["torch"] for r in rows)
+    tfleak_per_success = _seconds_per_success(r["tfleak"] for r in rows)
+    torch_per_success = _seconds_per_success(r["torch"] for r in rows)
     summary = {
         "quick": FLAGS.quick,
         "seeds": seeds,
@@ -148,6 +150,15 @@ def main(argv):
         # a lower bound on its time, so a median over such seeds is one too.
         "tfleak_median_is_lower_bound": tfleak_censored,
         "torch_median_is_lower_bound": torch_censored,
+        # All seconds spent (to the target, or the whole failed run) over the
+        # number of successes: the expected cost of one successful attack.
+        "tfleak_seconds_per_success": tfleak_per_success,
+        "torch_seconds_per_success": torch_per_success,
+        "ratio_per_success": (
+            tfleak_per_success / torch_per_success
+            if tfleak_per_success and torch_per_success
+            else None
+        ),
         "tfleak_success_rate": success("tfleak"),
         "torch_success_rate": success("torch"),
         "tfleak_seconds_per_evaluation": tfleak_eval,
@@ -182,6 +193,15 @@ def _count_evaluations(attack, victim, observed):
     return {"seconds": seconds, "evaluations": int(results.num_objective_evaluations) - 1}
 
 
+def _seconds_per_success(runs):
+    """Seconds spent over all seeds (to the target, or the whole run when it
+    failed) divided by the number of successes; None if nothing succeeded."""
+    runs = list(runs)
+    successes = sum(r["seconds_to_target"] is not None for r in runs)
+    spent = sum(r["seconds_to_target"] or r["seconds"] for r in runs)
+    return spent / successes if successes else None
+
+
 def _cpus():
     import os
 
@@ -192,12 +212,21 @@ def _print_table(summary):
     def cell(value, fmt="{:.1f}"):
         return "n/a" if value is None else fmt.format(value)
 
+    def bound(side):
+        return " (lower bound)" if summary[f"{side}_median_is_lower_bound"] else ""
+
     print()
     print("| | tfleak | torch | tfleak / torch |")
     print("|---|---|---|---|")
     print(
-        f"| median seconds to PSNR >= 30 dB | {cell(summary['tfleak_median_seconds'])} | "
-        f"{cell(summary['torch_median_seconds'])} | {cell(summary['ratio'], '{:.3f}')} |"
+        f"| median seconds to PSNR >= 30 dB | {cell(summary['tfleak_median_seconds'])}"
+        f"{bound('tfleak')} | {cell(summary['torch_median_seconds'])}{bound('torch')} | "
+        f"{cell(summary['ratio'], '{:.3f}')} |"
+    )
+    print(
+        f"| seconds per successful attack | {cell(summary['tfleak_seconds_per_success'])} | "
+        f"{cell(summary['torch_seconds_per_success'])} | "
+        f"{cell(summary['ratio_per_success'], '{:.3f}')} |"
     )
     print(
         f"| success rate | {summary['tfleak_success_rate']:.2f} | "

@@ -1,13 +1,30 @@
 """tfleak: how much private data leaks from what a Keras model shares.
 
 Gradient leakage (DLG, iDLG) on victims that expose `gradient(x, y)`, model
-inversion on a split model, and what differential privacy buys back.
+inversion on a split (on-device / server) model, and what differential privacy
+buys back. The public API, one name per line:
 """
 
-from tfleak import attacks, data, distribute, labels, metrics, models, plotting
-from tfleak.attacks import DLG, IDLG, AttackResult, DummyData
+from tfleak import attacks
+from tfleak import data
+from tfleak import distribute
+from tfleak import labels
+from tfleak import metrics
+from tfleak import models
+from tfleak import plotting
+from tfleak import privacy
+from tfleak import split
+from tfleak.attacks import DLG
+from tfleak.attacks import IDLG
+from tfleak.attacks import AttackResult
+from tfleak.attacks import DummyData
 from tfleak.distribute import get_strategy
-from tfleak.models import MLP, LeNet, SingleDense
+from tfleak.models import MLP
+from tfleak.models import LeNet
+from tfleak.models import SingleDense
+from tfleak.privacy import compute_epsilon
+from tfleak.split import AttackModel
+from tfleak.split import TargetModel
 
 __version__ = "0.1.0"
 
@@ -19,6 +36,8 @@ __all__ = [
     "metrics",
     "models",
     "plotting",
+    "privacy",
+    "split",
     "DLG",
     "IDLG",
     "AttackResult",
@@ -27,4 +46,7 @@ __all__ = [
     "LeNet",
     "MLP",
     "SingleDense",
+    "compute_epsilon",
+    "AttackModel",
+    "TargetModel",
 ]

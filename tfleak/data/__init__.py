@@ -8,6 +8,12 @@ from tfleak.data.images import (
     load_example,
     load_image_file,
 )
+from tfleak.data.omniglot import (
+    OMNIGLOT_SCHEMES,
+    describe_scheme,
+    load_omniglot,
+    omniglot_scheme,
+)
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -18,4 +24,8 @@ __all__ = [
     "load_dataset",
     "load_example",
     "load_image_file",
+    "OMNIGLOT_SCHEMES",
+    "describe_scheme",
+    "load_omniglot",
+    "omniglot_scheme",
 ]
