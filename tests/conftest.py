@@ -10,15 +10,22 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RELEASE_FILES = (
+    "mnist/t10k-images-idx3-ubyte.gz",
+    "mnist/t10k-labels-idx1-ubyte.gz",
+    "omniglot/images_background_small1.zip",
+    "omniglot/images_background_small2.zip",
+)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """`../shared/data` beside the checkout (MNIST test set, Omniglot small archives)."""
-    if not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
+    missing = [name for name in RELEASE_FILES if not (SHARED_DATA / name).is_file()]
+    if missing:
         pytest.fail(
-            f"real test data not found at {SHARED_DATA}; the tests read ../shared/data "
-            "beside the checkout (see its README)."
+            f"real test data missing from {SHARED_DATA}: {', '.join(missing)}; the tests "
+            "read ../shared/data beside the checkout (see its README)."
         )
     return SHARED_DATA
 

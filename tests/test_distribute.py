@@ -12,16 +12,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def mirrored_run() -> dict:
-    if not (DATA_DIR / "omniglot" / "images_background_small2.zip").is_file():
-        pytest.fail(f"the Omniglot small zips are missing from {DATA_DIR / 'omniglot'}.")
+def mirrored_run(shared_data) -> dict:
     # A subprocess: the two logical CPUs must exist before TensorFlow initialises.
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "_mirrored_run.py"), str(DATA_DIR)],
+        [sys.executable, str(ROOT / "tests" / "_mirrored_run.py"), str(shared_data)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -19,17 +19,10 @@ from tfleak.data.omniglot import (
     split_alphabets,
 )
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
-def data_dir() -> Path:
-    if not (DATA_DIR / "omniglot" / "images_background_small1.zip").is_file():
-        pytest.fail(
-            f"the Omniglot small zips are missing from {DATA_DIR / 'omniglot'}; the tests read "
-            "the real release files from ../shared/data (see its README.md)."
-        )
-    return DATA_DIR
+def data_dir(shared_data) -> Path:
+    return shared_data
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,8 +10,6 @@ from tensorflow import keras
 
 from tfleak import privacy, split
 from tfleak.data.omniglot import load_omniglot
-
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # n = 13,180 (Omniglot 'test'), batch 32, 20 epochs, delta 1e-5, noise 0.7 / 0.5 / 0.3.
 PUBLISHED = {"classic": (4.0, 12.5, 84.7), "rdp": (3.39, 11.35, 82.2)}
@@ -65,17 +61,15 @@ def test_dp_compile_bad_input(kwargs, message):
         privacy.compile_dp_target(privacy.dp_target_model(), **kwargs)
 
 
-def _images(count):
-    if not (DATA_DIR / "omniglot" / "images_background_small1.zip").is_file():
-        pytest.fail(f"the Omniglot small zips are missing from {DATA_DIR / 'omniglot'}.")
-    dataset = load_omniglot("small1", DATA_DIR).take(count)
+def _images(data_dir, count):
+    dataset = load_omniglot("small1", data_dir).take(count)
     return dataset.map(lambda e: (tf.cast(e["image"][..., :1], tf.float32) / 255, e["alphabet"]))
 
 
-def test_dp_step_without_noise_or_clipping_is_an_adam_step():
+def test_dp_step_without_noise_or_clipping_is_an_adam_step(shared_data):
     """Noise 0 and an unreachable clip: the mean of per-example gradients is the batch
     gradient (the loss is their mean, batch norm included), so DP Adam = Adam."""
-    images, labels = next(iter(_images(4).batch(4)))
+    images, labels = next(iter(_images(shared_data, 4).batch(4)))
     keras.utils.set_random_seed(0)
     plain = privacy.dp_target_model()
     dp = privacy.dp_target_model()
@@ -95,20 +89,20 @@ def test_dp_step_without_noise_or_clipping_is_an_adam_step():
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-def test_dp_training_runs_and_its_stage_one_is_saved(tmp_path):
+def test_dp_training_runs_and_its_stage_one_is_saved(shared_data, tmp_path):
     """DP Adam trains on a dataset that is not a multiple of the batch (the remainder is
     dropped), and the stage cut at `mobile_output` reloads from the native Keras format."""
     keras.utils.set_random_seed(0)
     model = privacy.compile_dp_target(privacy.dp_target_model(), 0.7, batch_size=4)
     run = split.train_resumable(
-        model, _images(10), epochs=1, batch_size=4, drop_remainder=True, log=None
+        model, _images(shared_data, 10), epochs=1, batch_size=4, drop_remainder=True, log=None
     )
     assert int(model.optimizer.iterations) == 2  # 10 // 4 whole batches.
     assert np.isfinite(run.final["loss"])
     on_device = privacy.cut_on_device(model)
     path = privacy.save_on_device(on_device, tmp_path / "on_device.keras")
     loaded = privacy.load_on_device(path)
-    images = next(iter(_images(3).batch(3)))[0]
+    images = next(iter(_images(shared_data, 3).batch(3)))[0]
     assert loaded(images).shape == (3, 1, 1, 32)
     np.testing.assert_allclose(loaded(images).numpy(), on_device(images).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="native Keras format"):

@@ -16,14 +16,10 @@ from tensorflow import keras
 from tfleak import split
 from tfleak.data.omniglot import omniglot_scheme
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
-def scheme():
-    if not (DATA_DIR / "omniglot" / "images_background_small2.zip").is_file():
-        pytest.fail(f"the Omniglot small zips are missing from {DATA_DIR / 'omniglot'}.")
-    return omniglot_scheme("offline", DATA_DIR)
+def scheme(shared_data):
+    return omniglot_scheme("offline", shared_data)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -124,9 +120,9 @@ def test_train_resumable_refuses_too_little_data(scheme):
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "model_inversion.py"
 
 
-def _run_example(*flags):
+def _run_example(data_dir, *flags):
     return subprocess.run(
-        [sys.executable, str(EXAMPLE), f"--data_dir={DATA_DIR}", *flags],
+        [sys.executable, str(EXAMPLE), f"--data_dir={data_dir}", *flags],
         capture_output=True,
         text=True,
         timeout=600,
@@ -134,7 +130,7 @@ def _run_example(*flags):
     )
 
 
-def test_example_runs_end_to_end_and_reruns_to_the_same_results(scheme, tmp_path):
+def test_example_runs_end_to_end_and_reruns_to_the_same_results(scheme, shared_data, tmp_path):
     flags = [
         "--limit=64",
         "--target_epochs=1",
@@ -143,7 +139,7 @@ def test_example_runs_end_to_end_and_reruns_to_the_same_results(scheme, tmp_path
         "--noise_multipliers=0.7",
         f"--output_dir={tmp_path}",
     ]
-    first = _run_example(*flags)
+    first = _run_example(shared_data, *flags)
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert [row["noise_multiplier"] for row in results["rows"]] == [None, 0.7]
@@ -157,7 +153,7 @@ def test_example_runs_end_to_end_and_reruns_to_the_same_results(scheme, tmp_path
     assert (tmp_path / "reconstructions.png").stat().st_size > 10_000
     assert (tmp_path / "models" / "dp_noise0.7.keras").is_file()
     # Run again: every phase restores from its checkpoint and ends with the same table.
-    again = _run_example(*flags)
+    again = _run_example(shared_data, *flags)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stdout
     rerun = json.loads((tmp_path / "results.json").read_text())
@@ -172,7 +168,7 @@ def test_example_runs_end_to_end_and_reruns_to_the_same_results(scheme, tmp_path
         ("--scheme=nope", "scheme"),
     ],
 )
-def test_example_explains_bad_flags(flag, message, tmp_path):
-    completed = _run_example(flag, f"--output_dir={tmp_path}")
+def test_example_explains_bad_flags(flag, message, shared_data, tmp_path):
+    completed = _run_example(shared_data, flag, f"--output_dir={tmp_path}")
     assert completed.returncode != 0
     assert message in completed.stderr + completed.stdout
