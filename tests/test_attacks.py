@@ -108,3 +108,21 @@ def test_idlg_needs_a_single_example(mnist_lenet):
 def test_bad_hyperparameters(field, value, message):
     with pytest.raises(ValueError, match=message):
         tfleak.DLG(**{field: value})
+
+
+def test_compiled_solver_cache_does_not_keep_victims_alive():
+    # Attacks on one victim reuse its traced L-BFGS graphs; the cache must not
+    # hold the victim, or a sweep over many victims would never free them.
+    import gc
+    import weakref
+
+    from tfleak.attacks import lbfgs
+
+    victim = tfleak.LeNet((8, 8, 1), 10)
+    observed = victim.gradient(tf.zeros((1, 8, 8, 1)), tf.constant([1]))
+    tfleak.DLG(iterations=20, restarts=0)(victim, observed, verbose=0)
+    assert victim in lbfgs._SOLVERS
+    alive = weakref.ref(victim)
+    del victim, observed
+    gc.collect()
+    assert alive() is None

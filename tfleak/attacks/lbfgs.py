@@ -53,7 +53,9 @@ class BatchedLBFGS:
         self.data_shape = (batch_size, *victim.image_shape)
         self.logits_shape = (batch_size, victim.num_classes)
         self.data_size = int(np.prod(self.data_shape))
-        self._gradient = victim.gradient
+        # Weakly: the cache below is keyed weakly by the victim, and a strong
+        # reference from its value would keep every attacked victim alive.
+        self._victim = weakref.ref(victim)
         self._distance = get_gradient_distance(distance)
         self.initialize = tf.function(self._initialize, autograph=False)
         self.resume = tf.function(self._resume, autograph=False)
@@ -96,7 +98,8 @@ class BatchedLBFGS:
                 for i in range(self.starts):
                     data, logits = self.unpack(positions[i])
                     probabilities = labels if logits is None else tf.nn.softmax(logits)
-                    values.append(self._distance(self._gradient(data, probabilities), observed))
+                    dummy_gradient = self._victim().gradient(data, probabilities)
+                    values.append(self._distance(dummy_gradient, observed))
                 values = tf.stack(values)
                 # The starts are independent, so the gradient of the sum holds
                 # each start's own gradient in its row.
