@@ -116,9 +116,9 @@ def test_seed_fixes_the_weights_and_clone_keeps_the_graph(name):
 
 def test_second_order_gradient_matches_float64():
     # TF's fused batch-norm kernel gets the gradient of the gradient wrong
-    # (measured on ResNet-20: off by 0.7% of the largest entry in training
-    # mode, 4.5% in inference mode); the victims use the unfused layer, which matches a
-    # float64 copy of the network to float32 precision.
+    # with batch statistics (measured on ResNet-20: off by 0.7% of the largest
+    # entry); the victims use the unfused layer, which matches a float64 copy
+    # of the network to float32 precision in both modes.
     model = resnet(20, seed=0)
     keras.backend.set_floatx("float64")
     try:

@@ -13,7 +13,9 @@ one to one (`benchmarks/torch_inversion.py`):
   B for its CIFAR ResNets, where He et al. used zero-padding option A;
 - every convolution has no bias; batch norm has PyTorch's epsilon 1e-5 and
   momentum 0.1 (Keras momentum 0.9), and is the unfused layer, whose gradients
-  of gradients are right (`batch_norm`);
+  of gradients are right (`batch_norm`); it updates the moving variance with
+  the biased batch variance where PyTorch uses the unbiased one (a factor
+  n / (n - 1), n = batch x height x width: below 1e-4 for a CIFAR batch);
 - PyTorch pads a stride-2 3x3 convolution by one pixel on every side, while
   TF's `'same'` pads only the bottom and right; stride-2 convolutions therefore
   get an explicit `ZeroPadding2D(1)` and `'valid'`. Stride-1 convolutions use
@@ -131,12 +133,12 @@ def torch_default_initializers(fan_in: int, seeds: SeedStream):
 def batch_norm(name: str) -> keras.layers.BatchNormalization:
     """Batch norm with PyTorch's epsilon and momentum, never TF's fused kernel.
 
-    The fused kernel's gradients are off. Measured on ResNet-20 against a
-    float64 copy: the input gradient of the squared gradient norm (the path of
-    every inversion attack) is off by 0.7% (training mode) and 4.5% (inference
-    mode) of its largest entry, the unfused layer by 5e-6 and 7e-7; the fused
-    first-order gradient in inference mode is off too (0.03 absolute). The
-    fused kernel also raises epsilon to 1.001e-5.
+    The fused kernel's gradient of the gradient is off in training mode.
+    Measured on ResNet-20 against a float64 copy, the input gradient of the
+    squared gradient norm (the path of every inversion attack) with batch
+    statistics is off by 0.7% of its largest entry (the unfused layer: 5e-6);
+    in inference mode both agree to float32 precision. The fused kernel also
+    raises epsilon to 1.001e-5.
     """
     return keras.layers.BatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, fused=False, name=name
