@@ -1,12 +1,16 @@
 """Datasets: private examples for gradient leakage, and Omniglot for model inversion."""
 
+from tfleak.data.batches import LABEL_MODES, sample_batch
+from tfleak.data.dataset import ImageDataset
+from tfleak.data.decode import decode_image, load_image_file
 from tfleak.data.files import DATA_DIR_ENV, network_available, resolve_data_dir
+from tfleak.data.folders import index_image_folder, load_image_folder
 from tfleak.data.images import (
+    CIFAR10_CLASSES,
     DATASETS,
-    ImageDataset,
     load_dataset,
     load_example,
-    load_image_file,
+    load_examples,
 )
 from tfleak.data.omniglot import (
     OMNIGLOT_SCHEMES,
@@ -20,10 +24,17 @@ __all__ = [
     "network_available",
     "resolve_data_dir",
     "DATASETS",
+    "CIFAR10_CLASSES",
     "ImageDataset",
     "load_dataset",
+    "load_examples",
     "load_example",
     "load_image_file",
+    "decode_image",
+    "index_image_folder",
+    "load_image_folder",
+    "LABEL_MODES",
+    "sample_batch",
     "OMNIGLOT_SCHEMES",
     "describe_scheme",
     "load_omniglot",

@@ -32,12 +32,17 @@ def resolve_data_dir(data_dir: Optional[str] = None) -> Optional[Path]:
     """Returns `data_dir`, else `$TFLEAK_DATA_DIR`, else None.
 
     Raises:
-      FileNotFoundError: the directory given does not exist.
+      FileNotFoundError: the directory given does not exist, or is a file.
     """
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
     if data_dir is None:
         return None
     path = Path(data_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise FileNotFoundError(
+            f"data directory {str(path)!r} is a file, not a directory; pass a directory "
+            f"as --data_dir (or {DATA_DIR_ENV}) that holds the dataset's files."
+        )
     if not path.is_dir():
         raise FileNotFoundError(
             f"data directory {str(path)!r} does not exist; pass an existing --data_dir "
