@@ -1,0 +1,58 @@
+"""Trained victims: one short fit on real CIFAR-10 (JPEG) is cached and reused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tensorflow import keras
+
+from tfleak.models.resnet import resnet20
+from tfleak.models.training import CACHE_DIR_ENV, default_cache_dir, train_victim
+
+
+@pytest.fixture(scope="module")
+def cifar10_dir(shared_data):
+    if not (shared_data / "cifar10" / "train").is_dir():
+        pytest.fail(f"CIFAR-10 (JPEG) missing from {shared_data}; see its README.")
+    return shared_data
+
+
+def test_one_epoch_is_cached_and_the_next_call_loads_it(cifar10_dir, tmp_path, monkeypatch):
+    model, accuracy = train_victim(
+        resnet20, "resnet20", 1, cifar10_dir, cache_dir=tmp_path, limit=256, verbose=0
+    )
+    (weights,) = tmp_path.glob("resnet20_seed0_epochs1_*.keras")
+    record = json.loads(weights.with_suffix(".json").read_text())
+    assert record["test_accuracy"] == pytest.approx(accuracy)
+    assert 0.0 <= accuracy <= 1.0 and len(record["seconds_per_epoch"]) == 1
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached victim must not be trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_training)
+    again, cached_accuracy = train_victim(
+        resnet20, "resnet20", 1, cifar10_dir, cache_dir=tmp_path, limit=256, verbose=0
+    )
+    assert cached_accuracy == pytest.approx(accuracy)
+    for trained, loaded in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(trained, loaded)
+    # Other training settings are another cache entry, trained afresh.
+    with pytest.raises(AssertionError, match="must not be trained"):
+        train_victim(resnet20, "resnet20", 1, cifar10_dir, cache_dir=tmp_path, limit=128)
+
+
+def test_zero_epochs_is_the_fresh_model_and_bad_input_says_what_to_fix(tmp_path, monkeypatch):
+    model, accuracy = train_victim(resnet20, None, 0, data_dir=None, cache_dir=tmp_path)
+    assert accuracy is None and model.name == "resnet20"
+    np.testing.assert_array_equal(model.get_weights()[1], resnet20(seed=0).get_weights()[1])
+    with pytest.raises(ValueError, match="epochs must be a whole number >= 0"):
+        train_victim(resnet20, "resnet20", -1, tmp_path)
+    with pytest.raises(FileNotFoundError, match="cifar10/train"):
+        train_victim(resnet20, "resnet20", 1, tmp_path, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="cannot key a cache file"):
+        train_victim(resnet20, "../evil", 1, tmp_path)
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    assert default_cache_dir() == tmp_path / "victims"
