@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import re
+import subprocess
+import sys
+import time
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 from absl import app, flags
 
+import tfleak
 from tfleak.data import files
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dlg.py"
+
+
+def strict_json(text):
+    """`json.loads` that refuses NaN and Infinity, as strict JSON readers do."""
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +58,7 @@ def test_main_job_on_a_real_mnist_digit(run, shared_data, tmp_path):
         "--alg=idlg",
         f"--output_dir={tmp_path}",
     )
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = strict_json((tmp_path / "metrics.json").read_text())
     assert {
         "psnr",
         "ssim",
@@ -54,7 +71,7 @@ def test_main_job_on_a_real_mnist_digit(run, shared_data, tmp_path):
         "restarts_used",
         "gradient_distance",
     } <= set(metrics)
-    assert metrics["psnr"] >= 30.0
+    assert metrics["psnr"] >= 30.0 and metrics["success"] is True
     assert metrics["label_true"] == metrics["label_pred"] == 7 and metrics["label_correct"]
     assert (tmp_path / "reconstruction.png").stat().st_size > 0
     assert (tmp_path / "progress.gif").stat().st_size > 0
@@ -68,12 +85,20 @@ def test_main_job_on_a_real_mnist_digit(run, shared_data, tmp_path):
         (["--dataset=digits", "--label=10"], r"label 10 is outside the model's classes 0\.\.9"),
         (["--dataset=mnist"], "no network to download it; pass --data_dir"),
         (["--iterations=0"], "--iterations must be at least 1"),
+        (["--learning_rate=nan"], "--learning_rate must be a finite number; got nan"),
+        (["--learning_rate=0"], r"--learning_rate must be in \(0\.0, inf\); got 0\.0"),
+        (["--tolerance=inf"], "--tolerance must be a finite number; got inf"),
+        (["--tolerance=-1e-3"], r"--tolerance must be in \[0\.0, inf\); got -0\.001"),
+        (["--num_classes=1"], "--num_classes must be at least 2"),
+        (["--image={tmp}"], "is a directory, not an image file"),
+        (["--dataset=folder"], "dataset 'folder' needs data_dir"),
     ],
 )
 def test_bad_input_is_a_clear_usage_error(run, monkeypatch, tmp_path, argv, message):
     monkeypatch.setattr(files, "_tfds_prepared", lambda name, data_dir: False)
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
     with pytest.raises(app.UsageError, match=message):
-        run(*argv, f"--output_dir={tmp_path}")
+        run(*argv, f"--output_dir={tmp_path / 'out'}")
 
 
 def test_unknown_dataset_or_model_is_refused_by_the_flags(run):
@@ -81,3 +106,93 @@ def test_unknown_dataset_or_model_is_refused_by_the_flags(run):
         run("--dataset=svhn")
     with pytest.raises(flags.IllegalFlagValueError, match="value should be one of"):
         run("--model=resnet")
+
+
+class _RecordingAttack:
+    """Stands in for tfleak.DLG / IDLG: records that an attack was built and run."""
+
+    built = []
+
+    def __init__(self, **hyperparameters):
+        _RecordingAttack.built.append(hyperparameters)
+
+    def __call__(self, victim, observed, ground_truth=None):
+        raise AssertionError("the attack ran although --output_dir was unusable")
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_unusable_output_dir_fails_in_under_a_second_before_the_attack(
+    run, monkeypatch, tmp_path, kind
+):
+    monkeypatch.setattr(tfleak, "DLG", _RecordingAttack)
+    monkeypatch.setattr(tfleak, "IDLG", _RecordingAttack)
+    _RecordingAttack.built.clear()
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the output directory should be")
+    # Running as root, permissions cannot make a directory unwritable; a
+    # directory under a file cannot be created by anyone.
+    output_dir = blocker if kind == "file" else blocker / "dlg"
+    message = "is a file, not a directory" if kind == "file" else "is not writable"
+    start = time.perf_counter()
+    with pytest.raises(app.UsageError, match=f"--output_dir .*{message}"):
+        run("--dataset=digits", f"--output_dir={output_dir}")
+    assert time.perf_counter() - start < 1.0
+    assert _RecordingAttack.built == []
+
+
+class _NonFiniteAttack:
+    """An attack that claims success beside a NaN image and NaN/inf metrics."""
+
+    def __init__(self, **hyperparameters):
+        self.hyperparameters = hyperparameters
+
+    def __call__(self, victim, observed, ground_truth=None):
+        images, _ = ground_truth
+        return types.SimpleNamespace(
+            reconstruction=np.full_like(images, np.nan),
+            labels=np.array([0]),
+            success=True,
+            gradient_distance=float("nan"),
+            relative_distance=float("inf"),
+            iterations=1,
+            restarts_used=0,
+            seconds=0.1,
+            history=[],
+            metrics={"psnr": float("nan"), "ssim": float("nan"), "mse": float("inf")},
+            message="converged",
+        )
+
+
+def test_metrics_json_is_strict_and_never_claims_a_non_finite_success(run, monkeypatch, tmp_path):
+    monkeypatch.setattr(tfleak, "DLG", _NonFiniteAttack)
+    run("--dataset=digits", "--index=0", f"--output_dir={tmp_path}")
+    text = (tmp_path / "metrics.json").read_text()
+    metrics = strict_json(text)  # No NaN or Infinity in the file.
+    assert metrics["psnr"] is None and metrics["mse"] is None
+    assert metrics["relative_distance"] is None
+    assert metrics["success"] is False
+    assert "non-finite" in metrics["message"]
+    assert not any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values())
+    assert not list(tmp_path.glob(".*.tmp"))  # Written atomically: no temporary left.
+
+
+_TF_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ")
+
+
+def test_a_usage_error_prints_one_line_and_a_help_pointer(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--learning_rate=nan", f"--output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    # TensorFlow's C++ start-up lines (CUDA plugins on a machine without GPUs)
+    # are not the script's to print; everything else is.
+    lines = [line for line in completed.stderr.splitlines() if not _TF_LOG_LINE.match(line)]
+    assert lines == [
+        "dlg.py: error: --learning_rate must be a finite number; got nan.",
+        "Run `dlg.py --help` for the flags.",
+    ]
+    assert "--iterations" not in completed.stdout + completed.stderr  # No flag help.
+    assert not list(tmp_path.iterdir())  # Nothing written.

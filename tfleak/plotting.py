@@ -1,12 +1,17 @@
 """Figures: image grids of originals and reconstructions, and progress GIFs.
 
 Images are float arrays in [0, 1] shaped `[height, width, channels]` with 1 or 3
-channels (values outside [0, 1] are clipped for display). Figures are written
-with matplotlib's non-interactive Agg backend, so no display is needed.
+channels (values outside [0, 1] are clipped for display; NaN pixels are left
+blank). Figures are written with matplotlib's non-interactive Agg backend, so
+no display is needed, and atomically: a run killed while saving leaves the old
+figure or the new one, never half a file.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -15,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from tfleak.io import atomic_write_bytes  # noqa: E402
 
 __all__ = ["plot_image_rows", "save_progress_gif"]
 
@@ -76,9 +83,10 @@ def plot_image_rows(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_progress_gif(
@@ -88,9 +96,23 @@ def save_progress_gif(
 
     Each frame is drawn with matplotlib (so small images are upscaled and can
     carry a caption, e.g. the iteration) and written with Pillow.
+
+    Args:
+      frames: images `[height, width, channels]` in [0, 1], at least one.
+      path: where to write the GIF (atomically); parent folders are created.
+      captions: one title per frame.
+      fps: frames per second.
+
+    Returns:
+      The path written.
+
+    Raises:
+      ValueError: `frames` is empty.
     """
     from matplotlib.animation import FuncAnimation, PillowWriter
 
+    if len(frames) == 0:
+        raise ValueError("save_progress_gif needs at least one frame; got none.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axis = plt.subplots(figsize=(2.5, 2.8))
@@ -105,6 +127,15 @@ def save_progress_gif(
         return (shown,)
 
     animation = FuncAnimation(figure, draw, frames=len(frames), blit=False)
-    animation.save(path, writer=PillowWriter(fps=fps))
-    plt.close(figure)
+    # Pillow picks the format from the name, so the frames go to a scratch .gif
+    # first; the target is then written atomically, as every figure.
+    try:
+        with tempfile.TemporaryDirectory(prefix="tfleak-gif-") as scratch:
+            scratch_path = os.path.join(scratch, "progress.gif")
+            animation.save(scratch_path, writer=PillowWriter(fps=fps))
+            with open(scratch_path, "rb") as file:
+                data = file.read()
+    finally:
+        plt.close(figure)
+    atomic_write_bytes(path, data)
     return path
