@@ -1,0 +1,246 @@
+"""breaching's Inverting Gradients on tfleak's victims: the PyTorch side of `inversion_speed.py`.
+
+breaching 0.1.2 (Geiping et al., github.com/JonasGeiping/breaching) is the
+reference framework for gradient inversion. Here it attacks the same function
+as tfleak: the victim is breaching's own model (`construct_model`: `ConvNet`,
+`resnet20`, ...) with the Keras victim's weights copied in, layer for layer.
+Its cases download CIFAR-10 through torchvision, which this machine cannot, so
+its attacker gets the server payload and the user's shared data built by hand,
+with exactly the structure its `servers.py` and `users.py` produce:
+
+    server_payload = dict(parameters=[...], buffers=[...] or None, metadata=cfg.case.data)
+    shared_data = dict(gradients=[...], buffers=None,
+                       metadata=dict(num_data_points=B, labels=labels, local_hyperparams=None))
+
+breaching works on images normalised by the CIFAR-10 mean and standard
+deviation (its candidate lives in that space, boxed to the image range); the
+Keras victims normalise inside the model, so the torch side is fed normalised
+images and its reconstruction is mapped back to [0, 1] before scoring.
+
+Weight copy (Keras -> torch): convolution kernels `[h, w, in, out]` ->
+`[out, in, h, w]`; dense kernels `[in, out]` -> `[out, in]`; batch norm
+gamma, beta, moving mean and variance -> weight, bias, running_mean,
+running_var. The ConvNet flattens `[3, 3, 4w]` features: Keras in (h, w, c)
+order, PyTorch in (c, h, w), so the dense kernel's rows are permuted. Installed
+through the `bench` extra only.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+
+import numpy as np
+import torch
+
+# Keras layer name of each torch module of breaching's models (VisionContainer prefix "model.").
+_RESNET_STEM = {"model.stem.0": "stem_conv", "model.stem.1": "stem_bn", "model.linear": "logits"}
+_RESNET_BLOCK = {
+    "conv1": "conv1",
+    "bn1": "bn1",
+    "conv2": "conv2",
+    "bn2": "bn2",
+    "downsample.0": "shortcut_conv",
+    "downsample.1": "shortcut_bn",
+}
+
+
+def breaching_config(iterations: int, callback: int = 0):
+    """breaching's `1_single_image_small` case with its `invertinggradients` attack.
+
+    Args:
+      iterations: Adam steps (`attack.optim.max_iterations`; the step decay
+        milestones scale with it).
+      callback: log the objective every this many steps (0: never).
+    """
+    import breaching
+
+    cfg = breaching.get_config(overrides=["case=1_single_image_small", "attack=invertinggradients"])
+    cfg.attack.optim.max_iterations = int(iterations)
+    cfg.attack.optim.callback = int(callback) if callback else int(iterations) + 1
+    return cfg
+
+
+def breaching_model(name: str, cfg, num_classes: int = 10):
+    """breaching's own CIFAR model for a tfleak victim name, untrained (weights are copied in)."""
+    from breaching.cases.models.model_preparation import construct_model
+
+    breaching_name = {"convnet": "ConvNet"}.get(name, name)
+    cfg.case.data.classes = int(num_classes)
+    model, loss = construct_model(breaching_name, cfg.case.data, pretrained=False)
+    return model, loss
+
+
+def _keras_module_name(torch_name: str) -> str:
+    if torch_name in _RESNET_STEM:
+        return _RESNET_STEM[torch_name]
+    parts = torch_name.split(".")
+    if parts[:2] == ["model", "model"]:  # ConvNet: model.model.conv0 -> conv0
+        return parts[2]
+    if parts[:2] == ["model", "layers"]:  # model.layers.1.0.conv1 -> stage2_block1_conv1
+        stage, block, rest = int(parts[2]) + 1, int(parts[3]) + 1, ".".join(parts[4:])
+        return f"stage{stage}_block{block}_{_RESNET_BLOCK[rest]}"
+    raise KeyError(f"no Keras layer known for breaching module {torch_name!r}")
+
+
+def copy_weights(keras_model, torch_model) -> int:
+    """Copies every weight and batch-norm statistic of a tfleak CIFAR victim into breaching's model.
+
+    Returns:
+      The number of torch tensors set (every parameter and running statistic).
+
+    Raises:
+      ValueError: if a Keras layer is left unused or a shape does not fit.
+    """
+    used, count = set(), 0
+    with torch.no_grad():
+        for module_name, module in torch_model.named_modules():
+            if isinstance(module, torch.nn.Conv2d):
+                layer = keras_model.get_layer(_keras_module_name(module_name))
+                module.weight.copy_(torch.from_numpy(layer.kernel.numpy().transpose(3, 2, 0, 1)))
+                count += 1
+                if module.bias is not None:
+                    module.bias.copy_(torch.from_numpy(layer.bias.numpy()))
+                    count += 1
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                layer = keras_model.get_layer(_keras_module_name(module_name))
+                for target, source in (
+                    (module.weight, layer.gamma),
+                    (module.bias, layer.beta),
+                    (module.running_mean, layer.moving_mean),
+                    (module.running_var, layer.moving_variance),
+                ):
+                    target.copy_(torch.from_numpy(source.numpy()))
+                    count += 1
+            elif isinstance(module, torch.nn.Linear):
+                layer = keras_model.get_layer(_keras_module_name(module_name))
+                kernel = layer.kernel.numpy()
+                flatten = [x for x in keras_model.layers if type(x).__name__ == "Flatten"]
+                if flatten and int(np.prod(flatten[0].input_shape[1:])) == kernel.shape[0]:
+                    # Keras flattened [h, w, c]; torch flattens [c, h, w].
+                    h, w, c = flatten[0].input_shape[1:]
+                    kernel = (
+                        kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+                    )
+                module.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
+                module.bias.copy_(torch.from_numpy(layer.bias.numpy()))
+                count += 2
+            else:
+                continue
+            used.add(layer.name)
+    weighted = {layer.name for layer in keras_model.layers if layer.weights} - {"normalization"}
+    if weighted - used:
+        raise ValueError(f"Keras layers without a torch counterpart: {sorted(weighted - used)}")
+    return count
+
+
+def normalise(images: np.ndarray, cfg) -> torch.Tensor:
+    """`[batch, 32, 32, 3]` images in [0, 1] -> breaching's normalised `[batch, 3, 32, 32]`."""
+    mean = np.asarray(cfg.case.data.mean, np.float32)[None, :, None, None]
+    std = np.asarray(cfg.case.data.std, np.float32)[None, :, None, None]
+    return torch.from_numpy((images.transpose(0, 3, 1, 2) - mean) / std).float()
+
+
+def denormalise(tensor: torch.Tensor, cfg) -> np.ndarray:
+    """breaching's normalised `[batch, 3, 32, 32]` -> `[batch, 32, 32, 3]` float32 in [0, 1]."""
+    mean = np.asarray(cfg.case.data.mean, np.float32)[None, :, None, None]
+    std = np.asarray(cfg.case.data.std, np.float32)[None, :, None, None]
+    images = tensor.detach().cpu().numpy() * std + mean
+    return np.clip(images, 0.0, 1.0).transpose(0, 2, 3, 1).astype(np.float32)
+
+
+def logit_difference(keras_model, torch_model, images: np.ndarray, cfg) -> dict:
+    """Max absolute logit difference between the Keras victim and its torch copy.
+
+    Inference mode (moving statistics) and training mode (batch statistics;
+    both models' moving statistics are restored afterwards: a Keras call in
+    training mode updates them).
+    """
+    inputs = normalise(images, cfg)
+    weights = keras_model.get_weights()
+    result = {}
+    try:
+        for mode, training in (("eval", False), ("train", True)):
+            model = copy.deepcopy(torch_model).train(training)
+            with torch.no_grad():
+                theirs = model(inputs).numpy()
+            ours = keras_model(images, training=training).numpy()
+            result[mode] = float(np.max(np.abs(ours - theirs)))
+    finally:
+        keras_model.set_weights(weights)
+    return result
+
+
+def user_gradient(torch_model, images: np.ndarray, labels: np.ndarray, cfg, batch_norm: str):
+    """The gradient a breaching user shares (mean cross entropy over the batch)."""
+    model = copy.deepcopy(torch_model).train(batch_norm == "train")
+    loss = torch.nn.CrossEntropyLoss()(
+        model(normalise(images, cfg)), torch.from_numpy(labels.astype(np.int64))
+    )
+    return [g.detach() for g in torch.autograd.grad(loss, model.parameters())]
+
+
+def reconstruct(
+    torch_model,
+    loss_fn,
+    cfg,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_norm: str = "eval",
+    seed: int = 0,
+    verbose: bool = False,
+) -> dict:
+    """Runs breaching's Inverting Gradients attacker on a hand-built payload.
+
+    Args:
+      torch_model: breaching's model with the victim's weights.
+      loss_fn: its loss (`torch.nn.CrossEntropyLoss`).
+      cfg: `breaching_config(...)`.
+      images: `[batch, 32, 32, 3]` float32 in [0, 1], the user's private batch.
+      labels: `[batch]` int class indices, given to the attacker (known labels).
+      batch_norm: 'eval': the server sends public buffers (breaching's default;
+        user and attacker use the moving statistics); 'train': no buffers
+        (both use the batch's statistics).
+      seed: `torch.manual_seed` for the attacker's random start.
+      verbose: show breaching's log lines.
+
+    Returns:
+      dict with `reconstruction` (`[batch, 32, 32, 3]` float32 in [0, 1]),
+      `seconds` (the whole `reconstruct` call), `final_objective`, `gradient`
+      (what the user shared, torch layout).
+    """
+    import breaching
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.getLogger("breaching").setLevel(logging.INFO)
+    setup = dict(device=torch.device("cpu"), dtype=torch.float)
+    gradient = user_gradient(torch_model, images, labels, cfg, batch_norm)
+    server_payload = dict(
+        parameters=[p.detach().clone() for p in torch_model.parameters()],
+        buffers=[b.clone() for b in torch_model.buffers()] if batch_norm == "eval" else None,
+        metadata=cfg.case.data,
+    )
+    shared_data = dict(
+        gradients=gradient,
+        buffers=None,
+        metadata=dict(
+            num_data_points=int(len(labels)),
+            labels=torch.from_numpy(np.sort(labels).astype(np.int64)),
+            local_hyperparams=None,
+        ),
+    )
+    attacker = breaching.attacks.prepare_attack(torch_model, loss_fn, cfg.attack, setup)
+    torch.manual_seed(int(seed))
+    start = time.perf_counter()
+    reconstructed, stats = attacker.reconstruct([server_payload], [shared_data], {}, dryrun=False)
+    seconds = time.perf_counter() - start
+    values = stats.get("Trial_0_Val", [])
+    return {
+        "reconstruction": denormalise(reconstructed["data"], cfg),
+        "seconds": seconds,
+        "final_objective": float(values[-1]) if values else None,
+        "gradient": gradient,
+        "attacker": repr(attacker),
+    }
