@@ -99,7 +99,7 @@ def test_idlg_needs_a_single_example(mnist_lenet):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("optimizer", "sgd", "unknown optimizer 'sgd'; choose one of lbfgs, adam"),
+        ("optimizer", "rmsprop", "unknown optimizer .rmsprop.; choose one of lbfgs, adam, sgd"),
         ("distance", "l1", "unknown distance 'l1'; choose one of l2, cosine"),
         ("iterations", 0, "iterations must be at least 1"),
         ("restarts", -1, "restarts must be >= 0"),

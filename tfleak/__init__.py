@@ -1,8 +1,8 @@
 """tfleak: how much private data leaks from what a Keras model shares.
 
-Gradient leakage (DLG, iDLG) on victims that expose `gradient(x, y)`, model
-inversion on a split (on-device / server) model, and what differential privacy
-buys back. The public API, one name per line:
+Gradient leakage (DLG, iDLG, Inverting Gradients) on any Keras classifier
+wrapped by `as_victim`, model inversion on a split (on-device / server) model,
+and what differential privacy buys back. The public API, one name per line:
 """
 
 from tfleak import attacks
@@ -12,16 +12,21 @@ from tfleak import labels
 from tfleak import metrics
 from tfleak import models
 from tfleak import plotting
+from tfleak import priors
 from tfleak import privacy
 from tfleak import split
 from tfleak.attacks import DLG
+from tfleak.attacks import GradientInversion
 from tfleak.attacks import IDLG
 from tfleak.attacks import AttackResult
 from tfleak.attacks import DummyData
+from tfleak.attacks import InvertingGradients
 from tfleak.distribute import get_strategy
 from tfleak.models import MLP
 from tfleak.models import LeNet
 from tfleak.models import SingleDense
+from tfleak.models import Victim
+from tfleak.models import as_victim
 from tfleak.privacy import compute_epsilon
 from tfleak.split import AttackModel
 from tfleak.split import TargetModel
@@ -36,16 +41,21 @@ __all__ = [
     "metrics",
     "models",
     "plotting",
+    "priors",
     "privacy",
     "split",
     "DLG",
+    "GradientInversion",
     "IDLG",
     "AttackResult",
     "DummyData",
+    "InvertingGradients",
     "get_strategy",
     "LeNet",
     "MLP",
     "SingleDense",
+    "Victim",
+    "as_victim",
     "compute_epsilon",
     "AttackModel",
     "TargetModel",

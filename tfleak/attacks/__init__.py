@@ -1,17 +1,27 @@
-"""Gradient inversion attacks: DLG, iDLG."""
+"""Gradient inversion attacks on one engine: DLG, iDLG, Inverting Gradients."""
 
-from tfleak.attacks.dlg import DLG, IDLG, OPTIMIZERS
-from tfleak.attacks.dummy import DUMMY_INITS, DummyData
-from tfleak.attacks.objectives import GRADIENT_DISTANCES, get_gradient_distance
+from tfleak.attacks.base import BN_TARGETS, OPTIMIZERS, GradientInversion
+from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
+from tfleak.attacks.dlg import DLG, IDLG
+from tfleak.attacks.dummy import DummyData
+from tfleak.attacks.inverting_gradients import InvertingGradients
+from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching, get_gradient_distance
 from tfleak.attacks.result import AttackResult, Snapshot
 
 __all__ = [
+    "GradientInversion",
     "DLG",
     "IDLG",
+    "InvertingGradients",
     "OPTIMIZERS",
+    "BN_TARGETS",
+    "SCHEDULES",
     "DUMMY_INITS",
+    "Candidate",
     "DummyData",
+    "make_schedule",
     "GRADIENT_DISTANCES",
+    "GradientMatching",
     "get_gradient_distance",
     "AttackResult",
     "Snapshot",

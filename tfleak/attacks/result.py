@@ -44,8 +44,10 @@ class AttackResult:
       restarts_used: rounds from fresh random starts after the first.
       seconds: wall-clock seconds, compilation included.
       history: snapshots of the winning round, for figures.
-      metrics: filled when the ground truth was given: `mse`, `psnr` (dB),
-        `ssim`, `label_accuracy`.
+      metrics: filled when the ground truth was given, after matching the
+        reconstructed batch to the true one (`tfleak.metrics.evaluate`): means
+        `mse`, `psnr` (dB, an exact match capped at `psnr_capped_at`), `ssim`,
+        their per-image lists, `order`, and `label_accuracy` (as multisets).
       attack: the attack and every hyperparameter it ran with.
       message: one line on how it ended (converged, stalled, diverged).
     """
@@ -65,7 +67,9 @@ class AttackResult:
 
     def __repr__(self) -> str:
         shape = None if self.reconstruction is None else tuple(self.reconstruction.shape)
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items())
+        metrics = ", ".join(
+            f"{k}={v:.4g}" for k, v in self.metrics.items() if isinstance(v, (int, float))
+        )
         labels = None if self.labels is None else self.labels.tolist()
         return (
             f"AttackResult(success={self.success}, labels={labels}, "

@@ -1,0 +1,497 @@
+"""The optimisation-based gradient inversion attack that DLG, iDLG and IG configure.
+
+An attacker who received a client's gradient `g` of a private batch optimises
+dummy data `x'` (and, unless known or restored, dummy labels `y'`) until the
+victim's gradient on them matches:
+
+    x'* = argmin_{x'} D(dL(F(x', W), y') / dW, g) + sum_k a_k R_k(x')
+
+with a gradient distance `D` (`tfleak.attacks.objectives`) and image priors
+`R_k` (`tfleak.priors`). `GradientInversion` holds every hyperparameter of
+that loop; its subclasses are the published attacks as sets of defaults:
+`DLG` (Zhu et al. 2019), `IDLG` (Zhao et al. 2020), `InvertingGradients`
+(Geiping et al. 2020). Solvers: L-BFGS (`tfp.optimizer.lbfgs_minimize`, one
+traced graph per victim) or first-order steps (`Candidate.fit`: Adam or SGD
+with Keras schedules, signed gradients, Langevin noise, projection to [0, 1]).
+Rounds, restarts and the choice of the best start are in `trials`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import weakref
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorflow import keras
+
+from tfleak import metrics as metrics_lib
+from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
+from tfleak.attacks.lbfgs import BatchedLBFGS
+from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching
+from tfleak.attacks.result import AttackResult
+from tfleak.attacks.trials import RoundMonitor, RoundOutcome, StopRule
+from tfleak.labels import LABEL_STRATEGIES
+from tfleak.priors import PRIORS
+
+__all__ = ["GradientInversion", "OPTIMIZERS", "BN_TARGETS"]
+
+OPTIMIZERS = ("lbfgs", "adam", "sgd")
+BN_TARGETS = ("moving", "shared")
+
+_CANDIDATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass
+class GradientInversion:
+    """Gradient matching with priors; its `repr` lists every hyperparameter.
+
+    Attributes:
+      optimizer: 'lbfgs', 'adam' or 'sgd'.
+      iterations: most optimiser iterations per round (L-BFGS iterations, each
+        one or more evaluations in its line search; or first-order steps).
+      restarts: further rounds from new random starts after a round that did
+        not reach the solution's basin (0 = a single round).
+      starts_per_round: independent random starts optimised together in one
+        vectorised graph; the best by gradient distance wins.
+      learning_rate: first-order peak step size, in [0, 1] pixel units.
+      schedule: 'constant', 'step' (x0.1 at 3/8, 5/8, 7/8) or 'cosine'.
+      warmup: linear warm-up steps of the cosine schedule.
+      signed: step on the gradient's sign (Inverting Gradients).
+      boxed: project onto the image box [0, 1] after every first-order step.
+      langevin: Langevin noise scale alpha_n (GradInversion; 0 = none).
+      history_size: correction pairs L-BFGS keeps (PyTorch's default, 100).
+      distance: gradient distance, a key of `GRADIENT_DISTANCES`.
+      priors: prior name -> weight (a key of `tfleak.priors.PRIORS`).
+      bn_target: what the 'bn' prior matches: 'moving' (the victim's moving
+        statistics, known to the server) or 'shared' (batch statistics the
+        client shared; pass `batch_statistics=` to the call).
+      bn_first_layer_scale: extra weight of the first batch-norm layer's term.
+      init: dummy data initialisation, a key of `DUMMY_INITS`.
+      label_strategy: 'optimize' (labels optimised with the data, DLG),
+        'known' (pass `labels=`), or a restoration method of
+        `tfleak.labels.LABEL_STRATEGIES` (e.g. 'idlg').
+      tolerance: success when the gradient distance is below `tolerance` times
+        the distance of a zero guess (dimensionless).
+      stall_ratio: a round is abandoned when its best objective shrank by less
+        than this factor over `stall_window` iterations (None: never).
+      stall_window: iterations over which progress is measured.
+      stall_floor: a round below this relative distance is in the basin of a
+        solution: it runs on, and no further round follows it.
+      snapshot_every: iterations between progress snapshots (and the chunk
+        of iterations run in one graph call).
+      seed: seed of the first start; start `i` of round `r` uses
+        `seed + r * starts_per_round + i`.
+    """
+
+    optimizer: str = "adam"
+    iterations: int = 1000
+    restarts: int = 0
+    starts_per_round: int = 1
+    learning_rate: float = 0.1
+    schedule: str = "constant"
+    warmup: int = 0
+    signed: bool = False
+    boxed: bool = True
+    langevin: float = 0.0
+    history_size: int = 100
+    distance: str = "l2"
+    priors: dict = dataclasses.field(default_factory=dict)
+    bn_target: str = "moving"
+    bn_first_layer_scale: float = 1.0
+    init: str = "uniform"
+    label_strategy: str = "optimize"
+    tolerance: float = 1e-8
+    stall_ratio: Optional[float] = None
+    stall_window: int = 300
+    stall_floor: float = 1e-5
+    snapshot_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        self.priors = dict(self.priors)
+        choices = {
+            "optimizer": OPTIMIZERS,
+            "distance": tuple(GRADIENT_DISTANCES),
+            "init": tuple(DUMMY_INITS),
+            "label_strategy": ("optimize", "known", *LABEL_STRATEGIES),
+            "schedule": SCHEDULES,
+            "bn_target": BN_TARGETS,
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(valid)}."
+                )
+        for name in ("iterations", "starts_per_round", "snapshot_every", "stall_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}.")
+        for name in ("restarts", "warmup"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}.")
+        for name in (
+            "learning_rate",
+            "langevin",
+            "tolerance",
+            "stall_floor",
+            "bn_first_layer_scale",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0; got {value}.")
+        if self.optimizer != "lbfgs" and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if self.stall_ratio is not None and not 0 < self.stall_ratio <= 1:
+            raise ValueError(f"stall_ratio must be in (0, 1] or None; got {self.stall_ratio}.")
+        for name, weight in self.priors.items():
+            if name not in PRIORS:
+                raise ValueError(
+                    f"unknown prior {name!r}; choose one of {', '.join(sorted(PRIORS))}."
+                )
+            if not (math.isfinite(float(weight)) and float(weight) >= 0):
+                raise ValueError(f"prior {name!r} needs a finite weight >= 0; got {weight}.")
+
+    # -- the attack -----------------------------------------------------------
+
+    def __call__(
+        self,
+        victim,
+        observed_gradient: Sequence,
+        batch_size: Optional[int] = None,
+        labels: Optional[Sequence[int]] = None,
+        batch_statistics: Optional[Sequence] = None,
+        ground_truth: Optional[tuple] = None,
+        verbose: int = 1,
+        on_snapshot: Optional[Callable] = None,
+    ) -> AttackResult:
+        """Reconstructs the batch behind `observed_gradient`.
+
+        Args:
+          victim: the `tfleak.models.Victim` that produced the gradient, with
+            the same weights (a Keras model is wrapped by `as_victim`).
+          observed_gradient: the shared gradient, a list of float32 tensors
+            matching `victim.trainable_variables` (as `victim.gradient` gives).
+          batch_size: examples in the shared batch (default: the length of
+            `labels`, else of the ground truth, else 1).
+          labels: `[batch]` int, the true labels, for `label_strategy='known'`.
+          batch_statistics: per batch-norm layer `(mean, variance)` the client
+            shared, for `bn_target='shared'` (`victim.batch_statistics(x)`).
+          ground_truth: optional `(images [batch, h, w, c] in [0, 1], labels
+            [batch] int)` to fill `result.metrics`; never used by the attack.
+          verbose: 0 silent, 1 a progress bar per round.
+          on_snapshot: called as `on_snapshot(round, snapshot)` at every
+            snapshot (e.g. to time when a PSNR is reached).
+
+        Returns:
+          An `AttackResult`; `success` is judged without the ground truth.
+
+        Raises:
+          ValueError: the gradient does not match the victim or is all zeros or
+            not finite; labels, batch size, statistics or ground truth that do
+            not fit the attack or the victim.
+        """
+        from tfleak.models import as_victim
+
+        start_time = time.perf_counter()
+        victim = as_victim(victim)
+        observed = victim.check_gradient(observed_gradient)
+        _check_observation(observed)
+        batch_size = self._batch_size(batch_size, labels, ground_truth)
+        if ground_truth is not None:
+            ground_truth = metrics_lib.check_ground_truth(ground_truth, victim, batch_size)
+        fixed_labels = self._labels(victim, observed, batch_size, labels)
+        bn_targets = self._bn_targets(victim, batch_statistics)
+        objective = GradientMatching(victim, self.distance, self.priors, self.bn_first_layer_scale)
+        zero = objective._distance([tf.zeros_like(g) for g in observed], observed)
+        zero_distance = float(zero)
+        rule = StopRule(self.tolerance, self.stall_ratio, self.stall_window, self.stall_floor)
+        starts = self.starts_per_round
+        probabilities = (
+            tf.zeros((starts, batch_size, victim.num_classes))
+            if fixed_labels is None
+            else tf.tile(tf.one_hot(fixed_labels, victim.num_classes)[None], [starts, 1, 1])
+        )
+        run_round = (self._lbfgs_rounds if self.optimizer == "lbfgs" else self._first_order_rounds)(
+            objective, batch_size, fixed_labels is None, observed, probabilities, bn_targets
+        )
+
+        best: Optional[RoundOutcome] = None
+        iterations, rounds, message = 0, 0, ""
+        for round_index in range(self.restarts + 1):
+            rounds = round_index + 1
+            if verbose:
+                print(f"{type(self).__name__} round {rounds}/{self.restarts + 1}")
+            monitor = RoundMonitor(
+                rule, zero_distance, self.iterations, round_index, verbose, on_snapshot
+            )
+            outcome = run_round(round_index, monitor)
+            monitor.close()
+            iterations += outcome.iterations
+            if np.isfinite(outcome.distance) and (best is None or outcome.distance < best.distance):
+                best = outcome
+            message = f"round {rounds}: {outcome.ending}"
+            if verbose:
+                print(message)
+            # A round that got below the stall floor found the solution's basin
+            # (it converged, or hit float32 precision or the iteration limit
+            # there): a fresh random start would only start over.
+            if best is not None and best.distance / zero_distance < self.stall_floor:
+                break
+        return self._result(
+            victim, best, fixed_labels, zero_distance, iterations, rounds, message,
+            time.perf_counter() - start_time, ground_truth,
+        )  # fmt: skip
+
+    # -- inputs ---------------------------------------------------------------
+
+    @staticmethod
+    def _batch_size(batch_size, labels, ground_truth) -> int:
+        if batch_size is None:
+            if labels is not None:
+                batch_size = len(np.asarray(labels).reshape(-1))
+            elif ground_truth is not None:
+                batch_size = len(np.asarray(ground_truth[1]).reshape(-1))
+            else:
+                batch_size = 1
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+        return int(batch_size)
+
+    def _labels(self, victim, observed, batch_size, labels) -> Optional[np.ndarray]:
+        strategy = self.label_strategy
+        if strategy == "optimize":
+            return None
+        if strategy == "known":
+            if labels is None:
+                raise ValueError(
+                    "label_strategy='known' needs the true labels: pass labels=[...] (the "
+                    "attacker knows them), or use label_strategy='optimize' or a restoration "
+                    f"method ({', '.join(LABEL_STRATEGIES)})."
+                )
+            labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+            if labels.size != batch_size:
+                raise ValueError(f"{labels.size} labels for a batch of {batch_size}.")
+            victim.labels_to_probabilities(tf.constant(labels))  # range check
+            return labels
+        return np.asarray(LABEL_STRATEGIES[strategy](victim, observed, batch_size), np.int64)
+
+    def _bn_targets(self, victim, batch_statistics) -> tuple:
+        if "bn" not in self.priors or not victim.batch_norm_layers:
+            return ()
+        if self.bn_target == "moving":
+            return tuple((tf.identity(m), tf.identity(v)) for m, v in victim.moving_statistics())
+        if batch_statistics is None:
+            raise ValueError(
+                "bn_target='shared' matches the batch statistics the client shared: pass "
+                "batch_statistics=victim.batch_statistics(x), or use bn_target='moving'."
+            )
+        if len(batch_statistics) != len(victim.batch_norm_layers):
+            raise ValueError(
+                f"{len(batch_statistics)} batch statistics for "
+                f"{len(victim.batch_norm_layers)} batch-norm layers."
+            )
+        return tuple(
+            (tf.constant(m, tf.float32), tf.constant(v, tf.float32)) for m, v in batch_statistics
+        )
+
+    # -- solvers --------------------------------------------------------------
+
+    def _first_order_rounds(self, objective, batch_size, optimise_labels, observed, labels, bn):
+        candidate = self._candidate(objective, batch_size, optimise_labels)
+        dataset = Candidate.observations(observed, labels, bn)
+        chunks = math.ceil(self.iterations / self.snapshot_every)
+
+        def run_round(round_index, monitor):
+            candidate.reset(round_index)
+            watcher = _Watcher(candidate, monitor, self.snapshot_every)
+            candidate.fit(
+                dataset,
+                epochs=chunks,
+                steps_per_epoch=self.snapshot_every,
+                verbose=0,
+                callbacks=[watcher],
+            )
+            values, distances = candidate.values.numpy(), candidate.distances.numpy()
+            distances = np.where(np.isfinite(values), distances, np.inf)
+            best = int(np.argmin(distances))
+            return RoundOutcome(
+                distance=float(distances[best]),
+                data=candidate.dummy_data[best].numpy(),
+                label_logits=candidate.dummy_label_logits[best].numpy()
+                if optimise_labels
+                else None,
+                history=monitor.history,
+                iterations=monitor.iterations,
+                ending=monitor.ending,
+            )
+
+        return run_round
+
+    def _candidate(self, objective, batch_size, optimise_labels) -> Candidate:
+        """One compiled `Candidate` per victim and configuration (traced graphs reused)."""
+        key = (
+            repr(dataclasses.replace(self, restarts=0, tolerance=0.0)),
+            batch_size,
+            optimise_labels,
+        )
+        cache = _CANDIDATES.setdefault(objective.victim, {})
+        if key not in cache:
+            candidate = Candidate(
+                objective,
+                self.starts_per_round,
+                batch_size,
+                optimise_labels,
+                signed=self.signed,
+                boxed=self.boxed,
+                langevin=self.langevin,
+                init=self.init,
+                seed=self.seed,
+            )
+            rate = make_schedule(self.schedule, self.learning_rate, self.iterations, self.warmup)
+            optimizer = (
+                keras.optimizers.Adam(rate)
+                if self.optimizer == "adam"
+                else keras.optimizers.SGD(rate)
+            )
+            candidate.compile(optimizer=optimizer, steps_per_execution=self.snapshot_every)
+            cache[key] = candidate
+        return cache[key]
+
+    def _lbfgs_rounds(self, objective, batch_size, optimise_labels, observed, labels, bn):
+        solver = BatchedLBFGS.for_objective(
+            objective, batch_size, optimise_labels, self.starts_per_round, self.init,
+            self.history_size,
+        )  # fmt: skip
+        arguments = (list(observed), labels, tuple(bn))
+
+        def run_round(round_index, monitor):
+            results = solver.initialize(solver.random_starts(self.seed, round_index), *arguments)
+            done = 0
+            while done < self.iterations:
+                target = tf.constant(min(done + self.snapshot_every, self.iterations), tf.int32)
+                results = solver.resume(results, target, *arguments)
+                done = int(results.num_iterations)
+                values = results.objective_value.numpy()
+                distances = (
+                    solver.distances(results.position, *arguments).numpy()
+                    if objective.priors
+                    else values
+                )
+                data = solver.unpack(results.position)[0]
+                stop = monitor.update(
+                    done, values, distances, lambda s, data=data: np.clip(data[s].numpy(), 0.0, 1.0)
+                )
+                if stop:
+                    break
+                if bool(tf.reduce_all(results.converged | results.failed)):
+                    best = float(np.nanmin(np.where(np.isfinite(distances), distances, np.nan)))
+                    monitor.ending = (
+                        f"line search could not improve any start at relative distance "
+                        f"{best / monitor.zero_distance:.3g} after {done} iterations "
+                        "(float32 precision, if small)"
+                    )
+                    break
+            values = results.objective_value.numpy()
+            distances = (
+                solver.distances(results.position, *arguments).numpy()
+                if objective.priors
+                else values
+            )
+            distances = np.where(np.isfinite(distances) & np.isfinite(values), distances, np.inf)
+            best = int(np.argmin(distances))
+            data, logits = solver.unpack(results.position)
+            return RoundOutcome(
+                distance=float(distances[best]),
+                data=data[best].numpy(),
+                label_logits=None if logits is None else logits[best].numpy(),
+                history=monitor.history,
+                iterations=done,
+                ending=monitor.ending,
+            )
+
+        return run_round
+
+    # -- the result -----------------------------------------------------------
+
+    def _result(
+        self, victim, best, fixed_labels, zero_distance, iterations, rounds, message, seconds,
+        ground_truth,
+    ) -> AttackResult:  # fmt: skip
+        failed = AttackResult(
+            reconstruction=None,
+            labels=None,
+            success=False,
+            gradient_distance=float("inf"),
+            relative_distance=float("inf"),
+            iterations=iterations,
+            restarts_used=rounds - 1,
+            seconds=seconds,
+            attack=self,
+            message=f"failed: every start diverged ({message})",
+        )
+        if best is None or not np.all(np.isfinite(best.data)):
+            return failed
+        if fixed_labels is not None:
+            predicted = np.asarray(fixed_labels, np.int64)
+        else:
+            predicted = np.argmax(best.label_logits, axis=-1).astype(np.int64)
+        relative = best.distance / zero_distance
+        success = bool(relative < self.tolerance)
+        result = AttackResult(
+            reconstruction=np.clip(best.data, 0.0, 1.0).astype(np.float32),
+            labels=predicted,
+            success=success,
+            gradient_distance=float(best.distance),
+            relative_distance=float(relative),
+            iterations=iterations,
+            restarts_used=rounds - 1,
+            seconds=seconds,
+            history=best.history,
+            attack=self,
+            message=("converged, " if success else "failed: did not converge, ") + message,
+        )
+        if ground_truth is not None:
+            images, true_labels = ground_truth
+            result.metrics = metrics_lib.evaluate(
+                images, result.reconstruction, true_labels, result.labels
+            )
+        return result
+
+
+class _Watcher(keras.callbacks.Callback):
+    """Hands the `Candidate`'s per-start values to the round's monitor after every chunk."""
+
+    def __init__(self, candidate, monitor, every):
+        super().__init__()
+        self.candidate, self.monitor, self.every = candidate, monitor, every
+        self.steps = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps = (epoch + 1) * self.every
+        data = self.candidate.dummy_data
+        stop = self.monitor.update(
+            self.steps,
+            self.candidate.values.numpy(),
+            self.candidate.distances.numpy(),
+            lambda s, data=data: np.clip(data[s].numpy(), 0.0, 1.0),
+        )
+        if stop:
+            self.model.stop_training = True
+
+
+def _check_observation(observed: Sequence[tf.Tensor]) -> None:
+    """Raises ValueError for a shared gradient that is not finite or is all zeros."""
+    finite = all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in observed)
+    if not finite:
+        raise ValueError(
+            "the shared gradient holds NaN or inf values; there is nothing to invert. Check the "
+            "client's loss (and the defence applied to the update)."
+        )
+    if all(not bool(tf.reduce_any(g != 0)) for g in observed):
+        raise ValueError(
+            "the shared gradient is all zeros (a saturated or untrained loss, or a defence that "
+            "removed it); an all-zero gradient carries no information about the batch."
+        )

@@ -1,0 +1,217 @@
+"""Dummy data of every start as one Keras model, optimised by first-order steps.
+
+`Candidate` holds the attacker's guesses of the private batch for `starts`
+independent starts as one weight `dummy_data` `[starts, batch, h, w, c]`
+(and, when labels are optimised, `dummy_label_logits` `[starts, batch,
+classes]`). Its `train_step` takes one step on `GradientMatching` with the
+compiled Keras optimizer, so `fit` gives schedules, callbacks, History and a
+progress bar. Adam and SGD act elementwise, so one optimizer over the stacked
+starts is the same as one per start.
+
+A step can be
+- signed: the optimizer sees `sign(gradient)` (Inverting Gradients, Geiping
+  et al. 2020, sec. 4, "signed gradients");
+- noisy: after the update, `x <- x + lr * langevin * N(0, I)` (GradInversion,
+  Yin et al. 2021, sec. 3.4; with the optimizer's update this is
+  `x <- x - lr * step + lr * alpha_n * eta`);
+- boxed: projected onto the image box [0, 1] after every step.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+from tensorflow import keras
+
+__all__ = ["DUMMY_INITS", "Candidate", "make_schedule", "SCHEDULES"]
+
+# name -> initializer factory(seed). DLG draws dummy data from N(0, 1)
+# ('normal'); tfleak starts from U[0, 1] ('uniform'), a valid image.
+DUMMY_INITS = {
+    "normal": lambda seed: keras.initializers.RandomNormal(0.0, 1.0, seed=seed),
+    "uniform": lambda seed: keras.initializers.RandomUniform(0.0, 1.0, seed=seed),
+}
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def make_schedule(name: str, learning_rate: float, iterations: int, warmup: int = 0):
+    """A Keras learning-rate schedule over `iterations` steps.
+
+    Args:
+      name: 'constant'; 'step' (x0.1 at 3/8, 5/8 and 7/8 of the steps, as
+        Inverting Gradients' MultiStepLR); 'cosine' (cosine decay to 0 after a
+        linear warm-up of `warmup` steps, as GradInversion).
+      learning_rate: the peak step size, in image units ([0, 1] pixels).
+      iterations: steps of one round.
+      warmup: warm-up steps (cosine only).
+
+    Raises:
+      ValueError: an unknown name.
+    """
+    if name == "constant":
+        return learning_rate
+    if name == "step":
+        boundaries = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+        values = [learning_rate * 0.1**k for k in range(4)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    if name == "cosine":
+        warmup = min(int(warmup), iterations - 1)
+        return keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else learning_rate,
+            decay_steps=max(iterations - warmup, 1),
+            warmup_target=learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+
+
+class Candidate(keras.Model):
+    """All starts' dummy batches, optimised to match an observed gradient.
+
+    Args:
+      objective: a `GradientMatching`.
+      starts: independent starts optimised together.
+      batch_size: examples in the shared batch.
+      optimise_labels: optimise label logits with the data (DLG); otherwise
+        the labels come with each observation.
+      signed: step on the sign of the gradient.
+      boxed: project the data onto [0, 1] after every step.
+      langevin: noise scale alpha_n of the Langevin update (0 = none).
+      init: a key of `DUMMY_INITS`.
+      seed: seed of start 0; start i of round r uses `seed + r * starts + i`.
+
+    `fit` takes observations `(observed_gradient tuple, label probabilities
+    [starts, batch, classes], batch-norm targets tuple)`, see `observations`.
+    """
+
+    def __init__(
+        self,
+        objective,
+        starts: int,
+        batch_size: int,
+        optimise_labels: bool,
+        signed: bool = False,
+        boxed: bool = False,
+        langevin: float = 0.0,
+        init: str = "uniform",
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        victim = objective.victim
+        self.objective = objective
+        self.starts, self.batch_size = int(starts), int(batch_size)
+        self.optimise_labels = bool(optimise_labels)
+        self.signed, self.boxed, self.langevin = bool(signed), bool(boxed), float(langevin)
+        self.init, self.seed = init, int(seed)
+        self.data_shape = (self.starts, self.batch_size, *victim.image_shape)
+        self.logits_shape = (self.starts, self.batch_size, victim.num_classes)
+        self.dummy_data = self.add_weight(
+            name="dummy_data", shape=self.data_shape, initializer="zeros", trainable=True
+        )
+        self.dummy_label_logits = self.add_weight(
+            name="dummy_label_logits",
+            shape=self.logits_shape,
+            initializer="zeros",
+            trainable=self.optimise_labels,
+        )
+        # The last step's per-start values, read by the trial logic.
+        self.values = self.add_weight(
+            name="values", shape=(self.starts,), initializer="zeros", trainable=False
+        )
+        self.distances = self.add_weight(
+            name="distances", shape=(self.starts,), initializer="zeros", trainable=False
+        )
+        self.distance_tracker = keras.metrics.Mean(name="gradient_distance")
+        self.objective_tracker = keras.metrics.Mean(name="objective")
+        self._noise_seed = tf.Variable(0, dtype=tf.int64, trainable=False, name="noise_step")
+        self.reset(0)
+
+    @property
+    def metrics(self):
+        return [self.objective_tracker, self.distance_tracker]
+
+    def reset(self, round_index: int) -> None:
+        """New random starts for round `round_index`, and a fresh optimizer state."""
+        rows = []
+        for i in range(self.starts):
+            start_seed = self.seed + round_index * self.starts + i
+            rows.append(DUMMY_INITS[self.init](start_seed)(self.data_shape[1:]))
+        self.dummy_data.assign(tf.stack(rows))
+        logits = [
+            keras.initializers.RandomNormal(
+                0.0, 1.0, seed=self.seed + round_index * self.starts + i + 1
+            )(self.logits_shape[1:])
+            for i in range(self.starts)
+        ]
+        self.dummy_label_logits.assign(tf.stack(logits))
+        self._noise_seed.assign(round_index * 1_000_003)
+        if self.optimizer is not None:
+            for variable in self.optimizer.variables:
+                variable.assign(tf.zeros_like(variable))
+
+    def label_probabilities(self, fixed: tf.Tensor) -> tf.Tensor:
+        """`[starts, batch, classes]`: softmax of the dummy logits, or the known labels."""
+        if self.optimise_labels:
+            return tf.nn.softmax(self.dummy_label_logits, axis=-1)
+        return fixed
+
+    def evaluate_objective(self, observed, fixed_labels, bn_targets):
+        """`(objective [starts], distance [starts], terms)` at the current dummy data."""
+        return self.objective(
+            self.dummy_data, self.label_probabilities(fixed_labels), observed, bn_targets
+        )
+
+    def call(self, inputs=None, training=None):
+        """Returns the dummy data `[starts, batch, h, w, c]`; `inputs` is ignored."""
+        return self.dummy_data
+
+    def train_step(self, data):
+        observed, fixed_labels, bn_targets = data
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            values, distances, _ = self.evaluate_objective(observed, fixed_labels, bn_targets)
+            # Starts are independent: the gradient of the sum holds each
+            # start's own gradient in its slice.
+            total = tf.reduce_sum(values)
+        gradients = tape.gradient(total, variables)
+        if self.signed:
+            gradients = [tf.sign(g) for g in gradients]
+        learning_rate = self._current_learning_rate()
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        if self.langevin:
+            self._noise_seed.assign_add(1)
+            noise = tf.random.stateless_normal(
+                self.data_shape, seed=tf.stack([tf.constant(self.seed, tf.int64), self._noise_seed])
+            )
+            self.dummy_data.assign_add(learning_rate * self.langevin * noise)
+        if self.boxed:
+            self.dummy_data.assign(tf.clip_by_value(self.dummy_data, 0.0, 1.0))
+        self.values.assign(values)
+        self.distances.assign(distances)
+        # The values at this step, not running means over the epoch: they are
+        # what callbacks stop on.
+        self.objective_tracker.reset_state()
+        self.objective_tracker.update_state(tf.reduce_min(values))
+        self.distance_tracker.reset_state()
+        self.distance_tracker.update_state(tf.reduce_min(distances))
+        return {m.name: m.result() for m in self.metrics}
+
+    def _current_learning_rate(self) -> tf.Tensor:
+        rate = self.optimizer._learning_rate  # a float variable or a schedule
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            return tf.cast(rate(self.optimizer.iterations), tf.float32)
+        return tf.cast(rate, tf.float32)
+
+    @staticmethod
+    def observations(
+        observed: Sequence[tf.Tensor],
+        fixed_labels: tf.Tensor,
+        bn_targets: Sequence = (),
+        steps: Optional[int] = None,
+    ) -> tf.data.Dataset:
+        """A dataset yielding one observation `steps` times (forever if None), for `fit`."""
+        element = (tuple(observed), fixed_labels, tuple(tuple(t) for t in bn_targets))
+        return tf.data.Dataset.from_tensors(element).repeat(steps)

@@ -1,0 +1,134 @@
+"""Rounds, restarts, stall detection and choosing the best start: one place for every attack.
+
+Gradient inversion is seed-sensitive: one start converges, another stays
+noise. An attack runs rounds of `starts` independent starts; during a round a
+`RoundMonitor` sees every start's objective and gradient distance every few
+iterations, records snapshots, shows progress, and ends the round when the
+best start converged (relative distance below the tolerance), every start
+diverged (NaN/inf), or the objective stalled. Rounds follow each other from
+new random starts until one is in a solution's basin or the restarts are used
+up; the start with the smallest gradient distance over all rounds wins.
+Success is judged without the ground truth, as a real attacker must.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+from tensorflow import keras
+
+from tfleak.attacks.result import Snapshot
+
+__all__ = ["StopRule", "RoundMonitor", "RoundOutcome"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StopRule:
+    """When a round ends early.
+
+    Attributes:
+      tolerance: converged when the best relative gradient distance is below
+        this (dimensionless: the distance over a zero guess's distance).
+      stall_ratio: stalled when the best objective shrank by less than this
+        factor over the last `stall_window` iterations (None: never stalls).
+      stall_window: iterations over which progress is measured.
+      stall_floor: below this relative distance a round is in the basin of a
+        solution and is never abandoned as stalled; no further round follows.
+    """
+
+    tolerance: float
+    stall_ratio: Optional[float]
+    stall_window: int
+    stall_floor: float
+
+
+@dataclasses.dataclass
+class RoundOutcome:
+    """The best start of one round."""
+
+    distance: float  # the gradient distance (not relative), inf if all diverged
+    data: Optional[np.ndarray]  # [batch, h, w, c] as optimised (unclipped)
+    label_logits: Optional[np.ndarray]  # [batch, classes] or None
+    history: list
+    iterations: int
+    ending: str
+
+
+class RoundMonitor:
+    """Watches one round: snapshots, progress bar, and the stop rule.
+
+    Args:
+      rule: a `StopRule`.
+      zero_distance: the gradient distance of a zero guess (> 0).
+      iterations: the round's iteration budget (for the progress bar).
+      round_index: which round (passed to `on_snapshot`).
+      verbose: 0 silent, 1 a progress bar.
+      on_snapshot: called as `on_snapshot(round_index, snapshot)`.
+    """
+
+    def __init__(self, rule, zero_distance, iterations, round_index, verbose, on_snapshot):
+        self.rule, self.zero_distance = rule, float(zero_distance)
+        self.round_index, self.on_snapshot = round_index, on_snapshot
+        self.history: list[Snapshot] = []
+        self._best_at: dict[int, float] = {}
+        self.ending = f"stopped after {iterations} iterations"
+        self.iterations = 0
+        self._progress = (
+            keras.utils.Progbar(iterations, stateful_metrics=["relative_distance", "objective"])
+            if verbose
+            else None
+        )
+        self._budget = iterations
+
+    def update(
+        self, iteration: int, objectives, distances, images: Callable[[int], np.ndarray]
+    ) -> bool:
+        """Records iteration `iteration`; returns True when the round should end.
+
+        Args:
+          objectives: `[starts]` objective values (distance plus priors).
+          distances: `[starts]` gradient distances.
+          images: `images(start)` -> that start's batch `[batch, h, w, c]` in [0, 1].
+        """
+        self.iterations = iteration
+        objectives = np.where(np.isfinite(objectives), objectives, np.inf)
+        distances = np.where(np.isfinite(distances), distances, np.inf)
+        best = int(np.argmin(distances))
+        relative = float(distances[best]) / self.zero_distance
+        objective = float(np.min(objectives))
+        if np.isfinite(relative):
+            snapshot = Snapshot(iteration, relative, images(best))
+            self.history.append(snapshot)
+            if self.on_snapshot is not None:
+                self.on_snapshot(self.round_index, snapshot)
+        if self._progress is not None:
+            self._progress.update(
+                min(iteration, self._budget),
+                [("relative_distance", relative), ("objective", objective)],
+            )
+        self._best_at[iteration] = objective
+        if relative < self.rule.tolerance:
+            self.ending = f"converged after {iteration} iterations"
+            return True
+        if not np.isfinite(objective):
+            self.ending = f"every start diverged (NaN/inf) by iteration {iteration}"
+            return True
+        earlier = [i for i in self._best_at if i <= iteration - self.rule.stall_window]
+        if (
+            self.rule.stall_ratio is not None
+            and earlier
+            and relative > self.rule.stall_floor
+            and objective > self.rule.stall_ratio * self._best_at[max(earlier)]
+        ):
+            self.ending = (
+                f"stalled at relative distance {relative:.3g} after {iteration} iterations"
+            )
+            return True
+        return False
+
+    def close(self) -> None:
+        """Completes the progress bar of a round that ended early."""
+        if self._progress is not None and self.iterations < self._budget:
+            self._progress.update(self._budget, finalize=True)

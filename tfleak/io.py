@@ -1,0 +1,121 @@
+"""Files a run reads back: written atomically, as strict JSON.
+
+A run killed in the middle of a write must leave either the old file or the
+new one, never half of one: every writer here writes a temporary file in the
+same directory, flushes it to disk and renames it over the target
+(`os.replace` is atomic on POSIX and Windows). JSON is strict: no `NaN` or
+`Infinity`, which many readers reject; a non-finite float becomes `null`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "json_safe",
+    "read_json",
+    "check_writable_dir",
+]
+
+PathLike = Union[str, os.PathLike]
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Writes `data` to `path` so that a kill leaves the old file or the new one.
+
+    Returns:
+      `path` as a `Path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp makes the file private (0600); give it the mode open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """`atomic_write_bytes` of UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with numpy scalars and arrays as Python ones and non-finite floats as None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: PathLike, value: Any) -> Path:
+    """Writes `value` as strict, indented JSON (non-finite floats as null), atomically."""
+    text = json.dumps(json_safe(value), indent=2, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def read_json(path: PathLike, default: Any = None) -> Any:
+    """Reads JSON written by `atomic_write_json`; `default` if missing or unreadable.
+
+    A file that does not parse (written by an older, non-atomic version and cut
+    short) counts as missing, so a rerun starts that piece again instead of
+    crashing.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return default
+
+
+def check_writable_dir(path: PathLike, flag: str = "output_dir") -> Path:
+    """Creates `path` if needed and proves it writable, before any long work.
+
+    Raises:
+      ValueError: `path` exists and is not a directory.
+      PermissionError: `path` cannot be created or written.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"--{flag} {str(path)!r} is a file, not a directory; pass a directory path."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise PermissionError(
+            f"--{flag} {str(path)!r} is not writable ({error.strerror or error}); pass a "
+            "directory you can write to."
+        ) from error
+    return path
