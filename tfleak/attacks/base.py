@@ -76,6 +76,8 @@ class GradientInversion:
         `tfleak.labels.LABEL_STRATEGIES` (e.g. 'idlg').
       tolerance: success when the gradient distance is below `tolerance` times
         the distance of a zero guess (dimensionless).
+      stop_at_tolerance: end a round as soon as it succeeds (DLG); False runs
+        every round's whole schedule (Inverting Gradients, GradInversion).
       stall_ratio: a round is abandoned when its best objective shrank by less
         than this factor over `stall_window` iterations (None: never).
       stall_window: iterations over which progress is measured.
@@ -105,6 +107,7 @@ class GradientInversion:
     init: str = "uniform"
     label_strategy: str = "optimize"
     tolerance: float = 1e-8
+    stop_at_tolerance: bool = True
     stall_ratio: Optional[float] = None
     stall_window: int = 300
     stall_floor: float = 1e-5
@@ -207,7 +210,12 @@ class GradientInversion:
         objective = GradientMatching(victim, self.distance, self.priors, self.bn_first_layer_scale)
         zero = objective._distance([tf.zeros_like(g) for g in observed], observed)
         zero_distance = float(zero)
-        rule = StopRule(self.tolerance, self.stall_ratio, self.stall_window, self.stall_floor)
+        rule = StopRule(
+            self.tolerance if self.stop_at_tolerance else 0.0,
+            self.stall_ratio,
+            self.stall_window,
+            self.stall_floor,
+        )
         starts = self.starts_per_round
         probabilities = (
             tf.zeros((starts, batch_size, victim.num_classes))
@@ -240,6 +248,9 @@ class GradientInversion:
             # there): a fresh random start would only start over.
             if best is not None and best.distance / zero_distance < self.stall_floor:
                 break
+            if not self.stop_at_tolerance and best is not None:
+                if best.distance / zero_distance < self.tolerance:
+                    break
         return self._result(
             victim, best, fixed_labels, zero_distance, iterations, rounds, message,
             time.perf_counter() - start_time, ground_truth,

@@ -31,8 +31,12 @@ class InvertingGradients(GradientInversion):
     iterations (4,800 in its code's defaults); on this project's 2-core CPU a
     ResNet-20 step costs about 13 ms for one image, so the default here is
     4,800 iterations (about a minute for one image); pass `iterations=24_000`
-    for the published budget. `tolerance` judges success on the cosine
-    distance alone (1 - cos < 0.01 by default), without the ground truth.
+    for the published budget. Every round runs its whole schedule;
+    `success` means the gradient's direction was matched (cosine distance below
+    `tolerance`, 1e-3 by default) and is judged without the ground truth. On
+    LeNet, a CIFAR-10 (JPEG) image matched to a cosine distance of 7e-4 was
+    recovered at PSNR 18.8 dB: a matched gradient does not promise a sharp
+    image.
     """
 
     optimizer: str = "adam"
@@ -44,5 +48,6 @@ class InvertingGradients(GradientInversion):
     distance: str = "cosine"
     priors: dict = dataclasses.field(default_factory=lambda: {"tv": 0.2})
     label_strategy: str = "known"
-    tolerance: float = 0.01
+    tolerance: float = 1e-3
+    stop_at_tolerance: bool = False
     snapshot_every: int = 50

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+from tfleak.models import convnet as _convnet
+from tfleak.models import resnet as _resnet
 from tfleak.models.classic import MLP, LeNet, SingleDense, dense, lenet, mlp
+from tfleak.models.resnet import resnet18, resnet20, resnet32
 from tfleak.models.victim import (
     BATCH_NORM_MODES,
     AttackBatchNorm,
@@ -31,12 +34,23 @@ __all__ = [
     "SingleDense",
     "MLP",
     "LeNet",
+    "resnet18",
+    "resnet20",
+    "resnet32",
     "VICTIMS",
     "get_victim",
 ]
 
-# name -> builder(input_shape, num_classes, seed=..., **kwargs) -> keras.Model
-VICTIMS: dict[str, Callable] = {"dense": dense, "mlp": mlp, "lenet": lenet}
+# name -> builder(input_shape, num_classes, seed=...) -> keras.Model
+VICTIMS: dict[str, Callable] = {
+    "dense": dense,
+    "mlp": mlp,
+    "lenet": lenet,
+    "convnet": lambda shape, classes, seed=0: _convnet.convnet(classes, shape, seed=seed),
+    "resnet20": lambda shape, classes, seed=0: _resnet.resnet(20, classes, shape, seed=seed),
+    "resnet32": lambda shape, classes, seed=0: _resnet.resnet(32, classes, shape, seed=seed),
+    "resnet18": lambda shape, classes, seed=0: _resnet.resnet18(classes, shape, seed=seed),
+}
 
 
 def get_victim(

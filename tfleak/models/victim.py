@@ -444,7 +444,7 @@ def as_victim(
 
 
 def _check_twice_differentiable(victim: Victim) -> None:
-    """Raises a ValueError naming the layer whose op has no second-order gradient."""
+    """Raises a ValueError naming a layer that gradient inversion cannot differentiate twice."""
     x = tf.random.uniform((2, *victim.image_shape), seed=0)
     labels = tf.one_hot([0, 1 % victim.num_classes], victim.num_classes)
     try:
@@ -453,16 +453,40 @@ def _check_twice_differentiable(victim: Victim) -> None:
             gradient = victim.gradient(x, labels)
             norm = tf.add_n([tf.reduce_sum(tf.square(g)) for g in gradient if g is not None])
         second = tape.gradient(norm, x)
-    except LookupError as error:  # "No gradient defined for operation '<layer>/...'"
-        message = str(error)
-        layer = next((layer.name for layer in victim.model.layers if layer.name in message), None)
-        where = f"layer {layer!r}" if layer else "one of its layers"
-        raise ValueError(
-            f"{victim.name}: {where} has no second-order gradient ({message.splitlines()[0]}); "
-            "gradient inversion differentiates the gradient. Replace that layer."
-        ) from error
-    if second is None:
-        raise ValueError(
-            f"{victim.name}: its gradient does not depend on the input image (no second-order "
-            "path), so there is nothing to invert; check that its layers are differentiable."
-        )
+        problem = None if second is not None else "no gradient with respect to its input"
+    except LookupError as error:  # "gradient registry has no entry for: <op>"
+        problem = f"no second-order gradient ({str(error).splitlines()[0]})"
+    if problem is None:
+        return
+    layer = _first_layer_failing(victim.model)
+    where = f"layer {layer.name!r} ({type(layer).__name__})" if layer else "one of its layers"
+    raise ValueError(
+        f"{victim.name}: {where} has {problem}; gradient inversion differentiates the "
+        "gradient of the loss with respect to the input. Replace that layer (e.g. bilinear "
+        "instead of nearest-neighbour resizing)."
+    )
+
+
+def _first_layer_failing(model) -> Optional[keras.layers.Layer]:
+    """The first layer whose output is not twice differentiable in its input, if any."""
+    for layer in _all_layers(model):
+        shapes = layer.input_shape if isinstance(layer.input_shape, list) else [layer.input_shape]
+        if any(shape is None or None in shape[1:] for shape in shapes):
+            continue
+        inputs = [tf.random.uniform((2, *shape[1:]), seed=1) for shape in shapes]
+        try:
+            with tf.GradientTape() as outer:
+                outer.watch(inputs)
+                with tf.GradientTape() as inner:
+                    inner.watch(inputs)
+                    output = layer(inputs if len(inputs) > 1 else inputs[0])
+                    value = tf.reduce_sum(tf.square(output))
+                first = inner.gradient(value, inputs)
+                if any(g is None for g in first):
+                    return layer
+                total = tf.add_n([tf.reduce_sum(tf.square(g)) for g in first])
+            if any(g is None for g in outer.gradient(total, inputs)):
+                return layer
+        except LookupError:
+            return layer
+    return None
