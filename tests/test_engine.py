@@ -1,4 +1,4 @@
-"""The attack engine: priors, stacked starts, batch norm, matching, Inverting Gradients on CIFAR-10."""
+"""The attack engine: priors, stacked starts, batch norm, matching, IG on CIFAR-10 (JPEG)."""
 
 from __future__ import annotations
 

@@ -81,6 +81,7 @@ def test_gradient_of_another_model_is_rejected():
 def test_unknown_model_name_lists_the_choices():
     with pytest.raises(
         ValueError,
-        match="unknown model 'vgg'; choose one of convnet, dense, lenet, mlp, resnet18, resnet20, resnet32",
+        match="unknown model 'vgg'; choose one of convnet, dense, lenet, mlp, resnet18, "
+        "resnet20, resnet32",
     ):
         models.get_victim("vgg", (8, 8, 1), 10)
