@@ -1,88 +1,170 @@
-r"""Model inversion on a split Omniglot model, against plain and DP-Adam targets.
+r"""Model inversion on a split Omniglot model: DP targets, two attacks, defences of the code.
 
 A target classifier is split into an on-device stage (images -> 1x1x32 code)
-and a server stage. An attacker who can query the on-device stage learns a
-decoder from codes back to images on surrogate images, then inverts codes of
-images it never saw. The experiment repeats the attack against targets
-trained with DP Adam at each noise multiplier, and writes to --output_dir:
+and a server stage. Two attackers invert the codes of images they never saw:
+a decoder learned from queries of the on-device stage on surrogate images
+(black box, as published), and a white-box regularised maximum-likelihood
+inversion of the saved stage (He, Zhang, Lee 2019). Both attack the plain
+target, DP-Adam targets at each noise multiplier (batch norm as published, and
+group norm, whose per-example gradients the epsilon covers), NoPeek targets,
+and the plain target whose device noises its codes (Gaussian; clipped Laplace
+with a local-DP epsilon per code). Writes to --output_dir:
 
-  results.json       rows (noise, epsilon, accuracies, attacker MSE/PSNR/SSIM),
-                     the mean-image baseline, the data scheme, timings, config
-  results.md         the same table in Markdown
-  reconstructions.png  test originals, then one row of reconstructions per target
-  models/            each target's on-device stage, native Keras format
-  checkpoints/       per-epoch checkpoints: rerun the same command to resume
+  results.json         rows: target, defence, epsilon, accuracies, both attacks'
+                       MSE/PSNR/SSIM and re-identification top-1/top-5 against
+                       chance, the attacker's training MSE; baselines, timings, config
+  results.md           the same tables in Markdown
+  reconstructions.png  test originals, then each target's reconstructions
+  reidentification.png best / median / worst re-identified test image, both attacks
+  tradeoff.png         code defences: target accuracy against attack success
+  models/, checkpoints/, attacks/   stages, per-epoch checkpoints, per-row attack
+                       results: rerun the same command to resume; a different
+                       command is refused (--on_config_change=restart discards)
 
-Offline, from the two small Omniglot zips (a few minutes on a laptop CPU):
+Offline, from the two small Omniglot zips and MNIST's test digits:
 
   python examples/model_inversion.py --scheme=offline --data_dir=../shared/data \
-      --target_epochs=5 --attacker_epochs=10 --dp_epochs=3 --output_dir=/tmp/mi
-
-The published configuration (full Omniglot through tfds, a GPU recommended):
-
-  python examples/model_inversion.py --scheme=tfds --target_epochs=10 \
-      --attacker_epochs=100 --noise_multipliers=0.7,0.5,0.3 --dp_epochs=20 \
-      --output_dir=/tmp/mi_tfds
+      --output_dir=results/model_inversion
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 from tensorflow import keras
 
 from tfleak import privacy, split
-from tfleak.data.omniglot import OMNIGLOT_SCHEMES, describe_scheme, omniglot_scheme
+from tfleak.cli import parse_float_list, require_finite, run
+from tfleak.data.omniglot import (
+    OMNIGLOT_ALPHABETS,
+    OMNIGLOT_SCHEMES,
+    describe_scheme,
+    mnist_surrogate,
+    omniglot_scheme,
+    split_by_alphabet,
+)
 from tfleak.distribute import STRATEGIES, get_strategy
+from tfleak.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable_dir,
+    read_json,
+)
+from tfleak.metrics import image_metrics
 from tfleak.plotting import plot_image_rows
+from tfleak.split.defenses import CodeNoise, NoPeekTarget
+from tfleak.split.reidentification import best_median_worst, reidentify
+from tfleak.split.whitebox import WhiteBoxInversion
+from tfleak.training import ON_CONFIG_CHANGE, ConfigMismatchError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
     "scheme",
     "offline",
     list(OMNIGLOT_SCHEMES),
-    "Which Omniglot images train and test the target and the attacker "
-    "(tfleak.data.omniglot.OMNIGLOT_SCHEMES).",
+    "Which Omniglot images train and test the target and the attacker.",
 )
 flags.DEFINE_string(
     "data_dir",
     None,
-    "Folder with the Omniglot release zips (also looked for in its omniglot/ and "
-    "downloads/); default $TFLEAK_DATA_DIR, else tfds.",
+    "Folder with the Omniglot zips (and mnist/ for MNIST "
+    "surrogates); default $TFLEAK_DATA_DIR, else tfds.",
 )
-flags.DEFINE_integer("target_epochs", 10, "Epochs of the plain target (Adam).")
-flags.DEFINE_integer("attacker_epochs", 100, "Epochs of each attacker (Adam, MSE).")
+flags.DEFINE_integer("target_epochs", 10, "Epochs of the plain and NoPeek targets (Adam).")
+flags.DEFINE_float("target_learning_rate", 0.001, "Adam's learning rate of the plain target.")
 flags.DEFINE_list(
     "noise_multipliers",
     ["0.7", "0.5", "0.3"],
     "DP targets' noise multipliers (noise std / clipping norm), each > 0; empty = no DP rows.",
+)
+flags.DEFINE_list(
+    "dp_norms",
+    ["batch", "group"],
+    "Normalizations of the DP targets: 'batch' (published; batch statistics mix "
+    "examples) and/or 'group' (per-example; the epsilon holds).",
+)
+flags.DEFINE_enum(
+    "dp_variant",
+    "dp_model",
+    list(privacy.DP_VARIANTS),
+    "DP-Adam implementation (benchmarks/dp_speed.py compares them).",
 )
 flags.DEFINE_integer("dp_epochs", 20, "Epochs of each DP target (DP Adam).")
 flags.DEFINE_integer("batch_size", 32, "Batch size of every model.")
 flags.DEFINE_integer(
     "num_microbatches",
     None,
-    "DP microbatches per batch; must divide --batch_size. Default: --batch_size (one "
-    "example each).",
+    "DP microbatches per batch; must divide "
+    "--batch_size. Default: --batch_size (one example each).",
 )
 flags.DEFINE_float("l2_norm_clip", 1.0, "DP clipping norm of each microbatch's gradient.")
 flags.DEFINE_float("dp_learning_rate", 0.005, "DP Adam's learning rate.")
-flags.DEFINE_float("attacker_learning_rate", 0.01, "Attacker Adam's learning rate.")
-flags.DEFINE_float("delta", 1e-5, "The delta of (epsilon, delta)-DP.")
+flags.DEFINE_float("delta", 1e-5, "The delta of (epsilon, delta)-DP, in (0, 1).")
 flags.DEFINE_enum(
     "epsilon_conversion",
     "rdp",
     ["rdp", "classic"],
-    "Epsilon shown in the figure and log: 'rdp' (today's conversion) or 'classic' (the "
-    "published table's). results.json and results.md always hold both.",
+    "Epsilon shown in the figure: 'rdp' (today's) or 'classic' (the published "
+    "table's). results.json holds both.",
+)
+flags.DEFINE_enum(
+    "decoder",
+    "strong",
+    ["published", "strong"],
+    "The learned decoder: 'published' (surrogate images as the scheme gives "
+    "them, --attacker_epochs epochs) or 'strong' (augmented, plus MNIST digits, "
+    "early stopping on the held-out --holdout_alphabet).",
+)
+flags.DEFINE_integer("attacker_epochs", 100, "Most epochs of each decoder (Adam, MSE).")
+flags.DEFINE_float("attacker_learning_rate", 0.01, "Decoder Adam's learning rate.")
+flags.DEFINE_integer(
+    "mnist_surrogates",
+    2000,
+    "'strong': MNIST test digits added to the surrogate images (0 = none).",
+)
+flags.DEFINE_string(
+    "holdout_alphabet", "Sanskrit", "'strong': surrogate alphabet held out for early stopping."
 )
 flags.DEFINE_integer(
-    "limit", 0, "Use at most this many images of each dataset (0 = all); for smoke tests."
+    "patience", 5, "'strong': epochs without a better held-out MSE before stopping."
+)
+flags.DEFINE_integer(
+    "whitebox_images",
+    64,
+    "Test images the white-box attack inverts (the "
+    "first ones; 0 = skip it). Re-identification ranks them among all test "
+    "images.",
+)
+flags.DEFINE_integer("whitebox_steps", 200, "Adam steps of the white-box inversion.")
+flags.DEFINE_float("whitebox_learning_rate", 0.05, "White-box Adam step size (pixels).")
+flags.DEFINE_float("whitebox_tv", 0.05, "White-box total-variation weight (lambda).")
+flags.DEFINE_list(
+    "gaussian_stddevs",
+    ["0.3", "1", "3"],
+    "Code defence: Gaussian noise standard deviations, in units of the standard deviation "
+    "of codes of surrogate images (each >= 0).",
+)
+flags.DEFINE_list(
+    "laplace_epsilons",
+    ["100", "30", "10"],
+    "Code defence: local-DP epsilon per code of the clipped Laplace mechanism (each > 0).",
+)
+flags.DEFINE_list(
+    "nopeek_alphas", ["5", "20"], "NoPeek targets' distance-correlation weights (each > 0)."
+)
+flags.DEFINE_integer(
+    "limit",
+    0,
+    "Use at most this many images of each dataset (0 = all); "
+    "for smoke tests. At least --batch_size.",
 )
 flags.DEFINE_enum(
     "strategy",
@@ -90,230 +172,643 @@ flags.DEFINE_enum(
     list(STRATEGIES),
     "tf.distribute strategy; models are built and trained under its scope.",
 )
+flags.DEFINE_enum(
+    "on_config_change",
+    "refuse",
+    list(ON_CONFIG_CHANGE),
+    "A rerun into an output directory written with other flags: refuse, or "
+    "restart the phases whose configuration changed.",
+)
 flags.DEFINE_string("output_dir", "results/model_inversion", "Where results go.")
-flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling, dropout and DP noise.")
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling, dropout and noise.")
 
 NUM_SHOWN = 16
 log = functools.partial(print, flush=True)
 
 
-def _validate_flags() -> list[float]:
-    """Checks flags before any work; returns the noise multipliers."""
-    try:
-        noises = [float(value) for value in FLAGS.noise_multipliers]
-    except ValueError as error:
-        raise app.UsageError(f"--noise_multipliers must be numbers: {error}") from error
-    if any(noise <= 0 for noise in noises):
+def _validate_flags() -> dict:
+    """Checks every flag before any work; returns the parsed lists."""
+    parsed = {
+        "noises": parse_float_list("noise_multipliers", FLAGS.noise_multipliers),
+        "gaussian": parse_float_list("gaussian_stddevs", FLAGS.gaussian_stddevs, minimum=0),
+        "laplace": parse_float_list("laplace_epsilons", FLAGS.laplace_epsilons),
+        "alphas": parse_float_list("nopeek_alphas", FLAGS.nopeek_alphas),
+    }
+    for name, key in (
+        ("noise_multipliers", "noises"),
+        ("laplace_epsilons", "laplace"),
+        ("nopeek_alphas", "alphas"),
+    ):
+        if any(value <= 0 for value in parsed[key]):
+            raise app.UsageError(
+                f"--{name} must all be > 0 (got {parsed[key]}); leave the list empty for none "
+                "(the plain target is always included)."
+            )
+    unknown = sorted(set(FLAGS.dp_norms) - set(split.NORMALIZATIONS))
+    if unknown or not FLAGS.dp_norms and parsed["noises"]:
         raise app.UsageError(
-            f"--noise_multipliers must all be > 0 (got {noises}); the plain target is always "
-            "included, leave the list empty for no DP rows."
+            f"--dp_norms must name some of {', '.join(split.NORMALIZATIONS)}; got {FLAGS.dp_norms}."
         )
-    for name in ("target_epochs", "attacker_epochs", "dp_epochs", "batch_size"):
+    for name in (
+        "target_epochs",
+        "attacker_epochs",
+        "dp_epochs",
+        "batch_size",
+        "patience",
+        "whitebox_steps",
+    ):
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be >= 1; got {getattr(FLAGS, name)}.")
+    for name in ("whitebox_images", "mnist_surrogates", "limit"):
+        if getattr(FLAGS, name) < 0:
+            raise app.UsageError(f"--{name} must be >= 0; got {getattr(FLAGS, name)}.")
+    if FLAGS.mnist_surrogates > 10000:
+        raise app.UsageError("--mnist_surrogates must be <= 10000 (the MNIST test set).")
+    if FLAGS.num_microbatches is not None and FLAGS.num_microbatches <= 0:
+        raise app.UsageError(
+            f"--num_microbatches must be >= 1; got {FLAGS.num_microbatches} (leave it unset "
+            "for one example per microbatch)."
+        )
     microbatches = FLAGS.num_microbatches or FLAGS.batch_size
     if FLAGS.batch_size % microbatches:
         raise app.UsageError(
             f"--num_microbatches={microbatches} does not divide --batch_size="
             f"{FLAGS.batch_size}; DP Adam needs equal microbatches."
         )
-    if FLAGS.limit < 0:
-        raise app.UsageError("--limit must be >= 0.")
-    return noises
-
-
-def _attack(target_name, on_device, data, strategy, output_dir, seed):
-    """Trains an attacker against `on_device` and evaluates it on the test images."""
-    keras.utils.set_random_seed(seed)
-    with strategy.scope():
-        attacker = split.compile_attacker(
-            split.AttackModel(on_device), FLAGS.attacker_learning_rate
-        )
-    run = split.train_resumable(
-        attacker,
-        data["attacker_train"],
-        epochs=FLAGS.attacker_epochs,
-        batch_size=FLAGS.batch_size,
-        seed=seed,
-        checkpoint_dir=output_dir / "checkpoints" / f"attacker_{target_name}",
-        log=log,
-        name=f"attacker vs {target_name}",
-    )
-    metrics, originals, reconstructions = split.evaluate_attack(
-        attacker, on_device, data["attacker_test"]
-    )
-    log(f"attacker vs {target_name} on test images: " + json.dumps(metrics))
-    return metrics, originals, reconstructions, run.seconds_per_epoch
-
-
-def run_experiment(noises: list[float], output_dir: Path) -> dict:
-    """Trains the targets and attackers, writes the results; returns results.json's dict."""
-    strategy = get_strategy(FLAGS.strategy)
-    if noises and strategy.num_replicas_in_sync > 1:
+    if 0 < FLAGS.limit < FLAGS.batch_size:
         raise app.UsageError(
-            f"--strategy={FLAGS.strategy} has {strategy.num_replicas_in_sync} replicas; DP "
-            "training supports one (see tfleak.privacy.compile_dp_target). Use "
-            "--strategy=default, or --noise_multipliers= for the plain target only."
+            f"--limit={FLAGS.limit} is smaller than one batch (--batch_size="
+            f"{FLAGS.batch_size}); use --limit >= {FLAGS.batch_size} or 0 for all images."
+        )
+    for name in (
+        "l2_norm_clip",
+        "dp_learning_rate",
+        "attacker_learning_rate",
+        "target_learning_rate",
+        "whitebox_learning_rate",
+    ):
+        require_finite(name, getattr(FLAGS, name), minimum=0, inclusive=(False, True))
+    require_finite("whitebox_tv", FLAGS.whitebox_tv, minimum=0)
+    require_finite("delta", FLAGS.delta, minimum=0, maximum=1, inclusive=(False, False))
+    if FLAGS.decoder == "strong" and FLAGS.holdout_alphabet not in OMNIGLOT_ALPHABETS:
+        raise app.UsageError(
+            f"--holdout_alphabet {FLAGS.holdout_alphabet!r} is not an Omniglot "
+            "alphabet (see tfleak.data.omniglot.OMNIGLOT_ALPHABETS)."
         )
     try:
+        check_writable_dir(FLAGS.output_dir)
+    except (ValueError, PermissionError) as error:
+        raise app.UsageError(str(error)) from error
+    return parsed
+
+
+def _load_data() -> dict:
+    """The scheme's datasets, the decoder's surrogate train / held-out sets, baselines."""
+    try:
         data = omniglot_scheme(FLAGS.scheme, FLAGS.data_dir)
+        if FLAGS.decoder == "strong":
+            train, held_out = split_by_alphabet(data["attacker_train"], [FLAGS.holdout_alphabet])
+            if FLAGS.mnist_surrogates:
+                train = train.concatenate(
+                    mnist_surrogate(FLAGS.data_dir, FLAGS.mnist_surrogates)
+                ).cache()
+            data["decoder_train"], data["decoder_val"] = train, held_out
+        else:
+            data["decoder_train"], data["decoder_val"] = data["attacker_train"], None
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from error
     if FLAGS.limit:
-        data = {key: value.take(FLAGS.limit).cache() for key, value in data.items()}
-    scheme = describe_scheme(FLAGS.scheme, data)
-    log("data: " + json.dumps(scheme))
-    n_train = scheme["target_train"]["images"]
-    baseline = split.mean_image_baseline_mse(data["attacker_train"], data["attacker_test"])
-    log(f"mean-image baseline MSE on the attacker's test images: {baseline:.4f}")
-    models_dir = output_dir / "models"
-    common = dict(batch_size=FLAGS.batch_size, validation_data=data["target_val"], log=log)
+        data = {k: None if v is None else v.take(FLAGS.limit).cache() for k, v in data.items()}
+    for key in ("target_train", "decoder_train", "attacker_test"):
+        count = sum(1 for _ in data[key])
+        if count < FLAGS.batch_size:
+            raise app.UsageError(f"{key} has {count} images, fewer than one batch.")
+    if data["decoder_val"] is not None and not sum(1 for _ in data["decoder_val"]):
+        raise app.UsageError(
+            f"--holdout_alphabet {FLAGS.holdout_alphabet} has no surrogate "
+            "images in this scheme; pick one of its attacker_train alphabets."
+        )
+    return data
 
-    # The plain target.
+
+def _common_config() -> dict:
+    return {"scheme": FLAGS.scheme, "limit": FLAGS.limit, "data": "omniglot zips"}
+
+
+def _train(model, data, name, output_dir, epochs, seed, config, **kwargs):
+    return split.train_resumable(
+        model,
+        data["target_train"],
+        epochs=epochs,
+        batch_size=FLAGS.batch_size,
+        seed=seed,
+        checkpoint_dir=output_dir / "checkpoints" / name,
+        config={**_common_config(), **config},
+        on_config_change=FLAGS.on_config_change,
+        validation_data=data["target_val"],
+        log=log,
+        name=name,
+        **kwargs,
+    )
+
+
+def train_targets(parsed, data, strategy, output_dir) -> list[dict]:
+    """Trains (or resumes) every target; saves each on-device stage. Returns target records."""
+    models_dir = output_dir / "models"
+    targets = []
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():
-        target = split.compile_target(split.TargetModel())
-    run = split.train_resumable(
-        target,
-        data["target_train"],
-        epochs=FLAGS.target_epochs,
-        seed=FLAGS.seed,
-        checkpoint_dir=output_dir / "checkpoints" / "target",
-        name="target",
-        **common,
+        plain = split.compile_target(split.TargetModel(), FLAGS.target_learning_rate)
+    run = _train(
+        plain,
+        data,
+        "target",
+        output_dir,
+        FLAGS.target_epochs,
+        FLAGS.seed,
+        {"kind": "plain", "learning_rate": FLAGS.target_learning_rate},
     )
-    privacy.save_on_device(target.on_device_model, models_dir / "plain.keras")
-    targets = [(None, "plain", run)]
-    timings = {"target_seconds_per_epoch": run.seconds_per_epoch}
-
-    # The DP targets.
-    dp_seconds = []
-    for index, noise in enumerate(noises, start=1):
-        keras.utils.set_random_seed(FLAGS.seed + 1000 * index)
-        with strategy.scope():
-            dp_target = privacy.compile_dp_target(
-                privacy.dp_target_model(),
-                noise,
-                batch_size=FLAGS.batch_size,
-                num_microbatches=FLAGS.num_microbatches,
-                l2_norm_clip=FLAGS.l2_norm_clip,
-                learning_rate=FLAGS.dp_learning_rate,
-            )
-        name = f"dp_noise{noise:g}"
-        run = split.train_resumable(
-            dp_target,
-            data["target_train"],
-            epochs=FLAGS.dp_epochs,
-            seed=FLAGS.seed + 1000 * index,
-            checkpoint_dir=output_dir / "checkpoints" / name,
-            drop_remainder=True,
-            name=name,
-            **common,
-        )
-        privacy.save_on_device(privacy.cut_on_device(dp_target), models_dir / f"{name}.keras")
-        targets.append((noise, name, run))
-        dp_seconds.append(run.seconds_per_epoch)
-    if dp_seconds:
-        timings["dp_target_seconds_per_epoch"] = float(np.mean(dp_seconds))
-
-    # One attacker per target, against its saved on-device stage.
-    rows, figure_rows, titles, attacker_seconds = [], [], ["original"], []
-    for index, (noise, name, run) in enumerate(targets):
-        with strategy.scope():
-            on_device = privacy.load_on_device(models_dir / f"{name}.keras")
-        metrics, originals, reconstructions, seconds = _attack(
-            name, on_device, data, strategy, output_dir, FLAGS.seed + 1000 * index + 500
-        )
-        attacker_seconds.append(seconds)
-        row = {"noise_multiplier": noise, "epsilon": None, "epsilon_classic": None}
-        if noise is not None:
-            for key, conversion in (("epsilon", "rdp"), ("epsilon_classic", "classic")):
-                row[key] = privacy.compute_epsilon(
-                    n_train, FLAGS.batch_size, FLAGS.dp_epochs, noise, FLAGS.delta, conversion
+    privacy.save_on_device(plain.on_device_model, models_dir / "plain.keras")
+    targets.append(dict(name="plain", kind="plain", run=run, model=plain, norm="batch"))
+    index = 0
+    for norm in FLAGS.dp_norms if parsed["noises"] else ():
+        for noise in parsed["noises"]:
+            index += 1
+            name = f"dp_{norm}_noise{noise:g}"
+            seed = FLAGS.seed + 1000 * index
+            keras.utils.set_random_seed(seed)
+            with strategy.scope():
+                model = privacy.build_dp_target(
+                    noise,
+                    variant=FLAGS.dp_variant,
+                    norm=norm,
+                    batch_size=FLAGS.batch_size,
+                    num_microbatches=FLAGS.num_microbatches,
+                    l2_norm_clip=FLAGS.l2_norm_clip,
+                    learning_rate=FLAGS.dp_learning_rate,
                 )
-        row.update(
-            train_accuracy=run.final.get("accuracy"),
-            val_accuracy=run.final.get("val_accuracy"),
-            attacker_mse=metrics["mse"],
-            attacker_psnr=metrics["psnr"],
-            attacker_ssim=metrics["ssim"],
+            config = {
+                "kind": "dp",
+                "noise": noise,
+                "norm": norm,
+                "variant": FLAGS.dp_variant,
+                "microbatches": FLAGS.num_microbatches or FLAGS.batch_size,
+                "clip": FLAGS.l2_norm_clip,
+                "learning_rate": FLAGS.dp_learning_rate,
+            }
+            run = _train(
+                model, data, name, output_dir, FLAGS.dp_epochs, seed, config, drop_remainder=True
+            )
+            privacy.save_on_device(privacy.cut_on_device(model), models_dir / f"{name}.keras")
+            targets.append(dict(name=name, kind="dp", run=run, noise=noise, norm=norm))
+    for alpha in parsed["alphas"]:
+        index += 1
+        name = f"nopeek_alpha{alpha:g}"
+        seed = FLAGS.seed + 1000 * index
+        keras.utils.set_random_seed(seed)
+        with strategy.scope():
+            model = split.compile_target(NoPeekTarget(alpha), FLAGS.target_learning_rate)
+        run = _train(
+            model,
+            data,
+            name,
+            output_dir,
+            FLAGS.target_epochs,
+            seed,
+            {"kind": "nopeek", "alpha": alpha, "learning_rate": FLAGS.target_learning_rate},
         )
-        rows.append(row)
-        if not figure_rows:
-            figure_rows.append(list(originals[:NUM_SHOWN]))
-        figure_rows.append(list(reconstructions[:NUM_SHOWN]))
-        shown = row["epsilon" if FLAGS.epsilon_conversion == "rdp" else "epsilon_classic"]
-        titles.append(
-            "no DP"
-            if noise is None
-            else f"noise {noise:g}\neps {shown:.3g} ({FLAGS.epsilon_conversion})"
-        )
-    timings["attacker_seconds_per_epoch"] = float(np.mean(attacker_seconds))
+        privacy.save_on_device(model.on_device_model, models_dir / f"{name}.keras")
+        targets.append(dict(name=name, kind="nopeek", run=run, alpha=alpha, norm="batch"))
+    return targets
 
+
+def _arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = zip(*[(x.numpy(), int(y)) for x, y in dataset])
+    return np.stack(images), np.array(labels)
+
+
+def _defended_accuracy(model, defense, data) -> float:
+    """The plain target's validation accuracy when the server receives defended codes."""
+    images, labels = _arrays(data["target_val"])
+    correct = 0
+    for start in range(0, len(images), 256):
+        codes = defense(model.mobile_step(images[start : start + 256]))
+        predicted = np.argmax(model.server_step(codes).numpy(), axis=1)
+        correct += int(np.sum(predicted == labels[start : start + 256]))
+    return correct / len(images)
+
+
+def attack_row(
+    target, defense, strength, data, strategy, output_dir, seed, test_images, mean_image
+):
+    """Both attacks against one target (and code defence); cached in attacks/<row>.json."""
+    name = (
+        target["name"]
+        if defense.mechanism == "none"
+        else (f"{target['name']}_{defense.mechanism}{strength:g}")
+    )
+    config = {
+        **_common_config(),
+        "target": target["name"],
+        "defense": repr(defense),
+        "decoder": FLAGS.decoder,
+        "attacker_epochs": FLAGS.attacker_epochs,
+        "attacker_learning_rate": FLAGS.attacker_learning_rate,
+        "mnist_surrogates": FLAGS.mnist_surrogates,
+        "holdout": FLAGS.holdout_alphabet,
+        "patience": FLAGS.patience,
+        "whitebox_images": FLAGS.whitebox_images,
+        "whitebox_steps": FLAGS.whitebox_steps,
+        "whitebox_tv": FLAGS.whitebox_tv,
+        "whitebox_learning_rate": FLAGS.whitebox_learning_rate,
+        "seed": seed,
+    }
+    cache = output_dir / "attacks" / f"{name}.json"
+    arrays = output_dir / "attacks" / f"{name}.npz"
+    cached = read_json(cache)
+    if cached and cached.get("config") == config and arrays.is_file():
+        log(f"{name}: attacks already done ({cache})")
+        return cached["row"], dict(np.load(arrays))
+    with strategy.scope():
+        on_device = privacy.load_on_device(output_dir / "models" / f"{target['name']}.keras")
+    keras.utils.set_random_seed(seed)
+    strong = FLAGS.decoder == "strong"
+    with strategy.scope():
+        attacker = split.compile_attacker(
+            split.AttackModel(on_device, augment=strong, defense=defense),
+            FLAGS.attacker_learning_rate,
+        )
+    run = split.train_resumable(
+        attacker,
+        data["decoder_train"],
+        epochs=FLAGS.attacker_epochs,
+        batch_size=FLAGS.batch_size,
+        seed=seed,
+        checkpoint_dir=output_dir / "checkpoints" / f"attacker_{name}",
+        config={k: v for k, v in config.items() if not k.startswith("whitebox")},
+        on_config_change=FLAGS.on_config_change,
+        validation_data=data["decoder_val"],
+        early_stopping=("val_loss", FLAGS.patience) if strong else None,
+        log=log,
+        name=f"decoder vs {name}",
+    )
+    train_metrics, _, _ = split.evaluate_attack(attacker, on_device, data["decoder_train"])
+    metrics, originals, reconstructions = split.evaluate_attack(
+        attacker, on_device, data["attacker_test"]
+    )
+    decoder_reid = reidentify(reconstructions, originals)
+    row = {
+        "attacker_train_mse": train_metrics["mse"],
+        "attacker_train_loss_last_epoch": run.final.get("loss"),
+        "attacker_best_epoch": run.best_epoch or len(run.history),
+        "attacker_mse": metrics["mse"],
+        "attacker_psnr": metrics["psnr"],
+        "attacker_ssim": metrics["ssim"],
+        **decoder_reid.as_dict(),
+    }
+    saved = {"decoder": reconstructions.astype(np.float16)}
+    if FLAGS.whitebox_images:
+        count = min(FLAGS.whitebox_images, len(test_images))
+        codes = on_device(test_images[:count], training=False)
+        if defense.mechanism != "none":
+            codes = defense(codes)
+        attack = WhiteBoxInversion(
+            on_device,
+            steps=FLAGS.whitebox_steps,
+            learning_rate=FLAGS.whitebox_learning_rate,
+            tv_weight=FLAGS.whitebox_tv,
+            init=mean_image,
+        )
+        start = time.perf_counter()
+        result = attack(codes.numpy())
+        log(f"white box vs {name}: {result!r} ({time.perf_counter() - start:.0f} s)")
+        white = image_metrics(test_images[:count], result.reconstructions)
+        white_reid = reidentify(result.reconstructions, test_images)
+        row.update(
+            whitebox_images=count,
+            whitebox_mse=white["mse"],
+            whitebox_psnr=white["psnr"],
+            whitebox_ssim=white["ssim"],
+            whitebox_reidentification_top1=white_reid.top1,
+            whitebox_reidentification_top5=white_reid.top5,
+        )
+        saved["whitebox"] = result.reconstructions.astype(np.float16)
+    log(f"attacks vs {name}: " + json.dumps(row))
+    _save_npz(arrays, saved)
+    atomic_write_json(cache, {"config": config, "row": row})
+    return row, saved
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _target_row(target, n_train) -> dict:
+    noise = target.get("noise")
+    row = {
+        "name": target["name"],
+        "kind": target["kind"],
+        "norm": target.get("norm"),
+        "noise_multiplier": noise,
+        "epsilon": None,
+        "epsilon_classic": None,
+        "alpha": target.get("alpha"),
+        "train_accuracy": target["run"].final.get("accuracy"),
+        "val_accuracy": target["run"].final.get("val_accuracy"),
+        "defense": "none",
+        "strength": None,
+        "epsilon_local": None,
+    }
+    if noise is not None:
+        for key, conversion in (("epsilon", "rdp"), ("epsilon_classic", "classic")):
+            row[key] = privacy.compute_epsilon(
+                n_train, FLAGS.batch_size, FLAGS.dp_epochs, noise, FLAGS.delta, conversion
+            )
+    return row
+
+
+def run_experiment(parsed: dict, output_dir: Path) -> dict:
+    """Trains the targets, runs both attacks and the defences; returns results.json's dict."""
+    strategy = get_strategy(FLAGS.strategy)
+    if parsed["noises"] and strategy.num_replicas_in_sync > 1:
+        raise app.UsageError(
+            f"--strategy={FLAGS.strategy} has {strategy.num_replicas_in_sync} replicas; DP "
+            "training supports one (see tfleak.privacy.compile_dp_target). Use "
+            "--strategy=default, or --noise_multipliers= for no DP rows."
+        )
+    data = _load_data()
+    scheme = describe_scheme(
+        FLAGS.scheme,
+        {k: data[k] for k in ("target_train", "target_val", "attacker_train", "attacker_test")},
+    )
+    log("data: " + json.dumps(scheme))
+    n_train = scheme["target_train"]["images"]
+    if parsed["noises"]:  # Fails now, not after training, if the epsilon cannot be computed.
+        try:
+            privacy.compute_epsilon(
+                n_train, FLAGS.batch_size, FLAGS.dp_epochs, parsed["noises"][0], FLAGS.delta
+            )
+        except ValueError as error:
+            raise app.UsageError(f"epsilon: {error}") from error
+    test_images, _ = _arrays(data["attacker_test"])
+    mean_image = split.mean_image(data["decoder_train"])
+    baseline = float(np.mean((test_images - mean_image[None]) ** 2))
+    mean_reid = reidentify(np.repeat(mean_image[None], len(test_images), 0), test_images)
+    log(
+        f"mean-image baseline on the attacker's test images: MSE {baseline:.4f}, "
+        f"re-identification top-1 {mean_reid.top1:.4f} (chance {mean_reid.chance_top1:.4f})"
+    )
+
+    targets = train_targets(parsed, data, strategy, output_dir)
+    plain = targets[0]
     results = {
-        "rows": rows,
+        "rows": [],
         "baseline_mse": baseline,
+        "baseline_reidentification_top1": mean_reid.top1,
         "scheme": scheme,
+        "decoder": _decoder_description(data),
         "epsilon_note": (
             f"epsilon: RDP accountant (dp_accounting), delta {FLAGS.delta:g}, n {n_train}, "
             f"batch {FLAGS.batch_size}, {FLAGS.dp_epochs} epochs, Poisson-sampling "
             "approximation; 'epsilon' uses today's RDP-to-DP conversion (Canonne-Kamath-"
-            "Steinke 2020), 'epsilon_classic' the older one (Mironov 2017) of the published table."
+            "Steinke 2020), 'epsilon_classic' the older one (Mironov 2017) of the published "
+            "table. For norm 'batch' it is the accountant's number only: batch statistics mix "
+            "examples and the moving statistics ship un-noised."
         ),
-        "timings": timings,
+        "timings": {"target_seconds_per_epoch": plain["run"].seconds_per_epoch},
         "config": {name: FLAGS[name].value for name in FLAGS if name in _OWN_FLAGS},
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=1))
-    (output_dir / "results.md").write_text(markdown_table(results))
+    dp_seconds = [t["run"].seconds_per_epoch for t in targets if t["kind"] == "dp"]
+    if dp_seconds and all(dp_seconds):
+        results["timings"]["dp_target_seconds_per_epoch"] = float(np.mean(dp_seconds))
+    defenses = [(CodeNoise("none", 0), None)]
+    code_std = None
+    if parsed["gaussian"] or parsed["laplace"]:
+        codes = plain["model"].mobile_step(_arrays(data["decoder_train"])[0][:512]).numpy()
+        code_std = float(np.std(codes))
+        clip = float(np.median(np.abs(codes).reshape(len(codes), -1).sum(1)))
+        results["code_defense_note"] = (
+            f"Gaussian strength: noise stddev / the std of codes of surrogate images "
+            f"({code_std:.3g});"
+            f" Laplace: codes clipped to L1 norm {clip:.3g} (median over 512 surrogate images), "
+            "noise scale 2 * clip / epsilon_local; the server is not retrained."
+        )
+        defenses += [(CodeNoise("gaussian", s * code_std), s) for s in parsed["gaussian"]]
+        defenses += [(CodeNoise("laplace", e, clip_norm=clip), e) for e in parsed["laplace"]]
+    # Which (target, defence) pairs: every target undefended, and the plain target defended.
+    jobs = [(t, *defenses[0]) for t in targets] + [(plain, *d) for d in defenses[1:]]
+    figure_rows, titles, saved_plain = [list(test_images[:NUM_SHOWN])], ["original"], None
+    for index, (target, defense, strength) in enumerate(jobs):
+        row = _target_row(target, n_train)
+        if defense.mechanism != "none":
+            keras.utils.set_random_seed(FLAGS.seed + 77 + index)
+            row.update(
+                name=f"plain + {defense.mechanism} {strength:g}",
+                kind="code_noise",
+                defense=defense.mechanism,
+                strength=strength,
+                noise_stddev=defense.strength if defense.mechanism == "gaussian" else None,
+                laplace_scale=defense.laplace_scale,
+                epsilon_local=defense.epsilon_local,
+                train_accuracy=None,
+                val_accuracy=_defended_accuracy(plain["model"], defense, data),
+            )
+        attacks, saved = attack_row(
+            target,
+            defense,
+            strength,
+            data,
+            strategy,
+            output_dir,
+            FLAGS.seed + 500 + index,
+            test_images,
+            mean_image,
+        )
+        row.update(attacks)
+        results["rows"].append(row)
+        if index == 0:
+            saved_plain = saved
+        if defense.mechanism == "none":
+            figure_rows.append(list(saved["decoder"][:NUM_SHOWN].astype(np.float32)))
+            titles.append(_title(row))
+            if "whitebox" in saved and target["kind"] == "plain":
+                figure_rows.append(list(saved["whitebox"][:NUM_SHOWN].astype(np.float32)))
+                titles.append("plain\nwhite box")
+        atomic_write_json(output_dir / "results.json", results)  # Partial results as we go.
+    atomic_write_text(output_dir / "results.md", markdown_tables(results))
     plot_image_rows(
         figure_rows,
         output_dir / "reconstructions.png",
         row_titles=titles,
-        title=f"Model inversion of the on-device code, Omniglot '{FLAGS.scheme}' scheme: "
-        f"first {NUM_SHOWN} attacker test images",
+        title=f"Model inversion of the on-device code, Omniglot '{FLAGS.scheme}': "
+        f"first {NUM_SHOWN} attacker test images (decoder rows, then white box)",
     )
-    log(markdown_table(results))
-    log(f"wrote {output_dir / 'results.json'}, results.md, reconstructions.png")
+    _reidentification_figure(saved_plain, test_images, output_dir / "reidentification.png")
+    if len(jobs) > len(targets) or parsed["alphas"]:
+        _tradeoff_figure(results, output_dir / "tradeoff.png")
+    log(markdown_tables(results))
+    log(f"wrote {output_dir / 'results.json'}, results.md and figures")
     return results
 
 
-def markdown_table(results: dict) -> str:
-    """results.json's rows as a Markdown table."""
+def _decoder_description(data) -> str:
+    if FLAGS.decoder == "published":
+        return f"published: the scheme's surrogate images, up to {FLAGS.attacker_epochs} epochs"
+    return (
+        f"strong: surrogate images without {FLAGS.holdout_alphabet} "
+        f"+ {FLAGS.mnist_surrogates} MNIST test digits (1-bit, inverted, 70 px on a 105 px "
+        "page), random shifts/rotations/zooms, early stopping (patience "
+        f"{FLAGS.patience}) on {FLAGS.holdout_alphabet}, up to {FLAGS.attacker_epochs} epochs"
+    )
+
+
+def _title(row) -> str:
+    if row["kind"] == "dp":
+        shown = row["epsilon" if FLAGS.epsilon_conversion == "rdp" else "epsilon_classic"]
+        return f"DP {row['norm']} {row['noise_multiplier']:g}\neps {shown:.3g}"
+    if row["kind"] == "nopeek":
+        return f"NoPeek {row['alpha']:g}"
+    return "plain\ndecoder"
+
+
+def _reidentification_figure(saved, test_images, path):
+    rows, titles = [], []
+    for attack in ("decoder", "whitebox"):
+        if attack not in saved:
+            continue
+        reconstructions = saved[attack].astype(np.float32)
+        result = reidentify(reconstructions, test_images)
+        distances = (
+            np.argsort(
+                (
+                    (
+                        reconstructions.reshape(len(reconstructions), -1)[:, None]
+                        - test_images.reshape(len(test_images), -1)[None]
+                    )
+                    ** 2
+                ).mean(-1),
+                axis=1,
+            )[:, 0]
+            if len(reconstructions) <= 128
+            else None
+        )
+        for case, i in zip(("best", "median", "worst"), best_median_worst(result)):
+            nearest = (
+                distances[i] if distances is not None else _nearest(reconstructions[i], test_images)
+            )
+            rows.append([test_images[i], reconstructions[i], test_images[nearest]])
+            titles.append(f"{attack} {case}\nrank {result.ranks[i]}")
+    plot_image_rows(
+        rows,
+        path,
+        row_titles=titles,
+        column_titles=["original", "reconstruction", "nearest test image"],
+        title="Re-identification, plain target",
+    )
+
+
+def _nearest(image, gallery) -> int:
+    return int(np.argmin(((gallery - image[None]) ** 2).reshape(len(gallery), -1).mean(1)))
+
+
+def _tradeoff_figure(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key, label in (
+        (axes[0], "attacker_mse", "decoder"),
+        (axes[0], "whitebox_mse", "white box"),
+        (axes[1], "reidentification_top1", "decoder"),
+        (axes[1], "whitebox_reidentification_top1", "white box"),
+    ):
+        rows = [
+            r
+            for r in results["rows"]
+            if r["kind"] in ("plain", "code_noise", "nopeek")
+            and r.get(key) is not None
+            and r.get("val_accuracy") is not None
+        ]
+        axis.scatter([r["val_accuracy"] for r in rows], [r[key] for r in rows], label=label)
+        for r in rows:
+            axis.annotate(
+                r["name"].replace("plain + ", ""), (r["val_accuracy"], r[key]), fontsize=6
+            )
+    axes[0].axhline(results["baseline_mse"], ls="--", c="grey", label="mean image")
+    axes[0].set(xlabel="target validation accuracy", ylabel="attack test MSE (higher = safer)")
+    chance = results["rows"][0].get("chance_top1")
+    if chance is not None:
+        axes[1].axhline(chance, ls="--", c="grey", label="chance")
+    axes[1].set(xlabel="target validation accuracy", ylabel="re-identification top-1")
+    for axis in axes:
+        axis.legend(fontsize=7)
+    figure.suptitle("Defences of the code: utility against attack success", fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def markdown_tables(results: dict) -> str:
+    """results.json's rows as Markdown tables."""
 
     def cell(value, digits=3):
-        return "-" if value is None else f"{value:.{digits}g}" if digits else str(value)
+        return "-" if value is None else f"{value:.{digits}g}"
 
     lines = [
-        "| noise multiplier | epsilon (rdp) | epsilon (classic) | target train acc | "
-        "target val acc | attacker MSE | PSNR (dB) | SSIM |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| target | norm | noise | eps (rdp) | eps (classic) | defence | eps local | train acc "
+        "| val acc | decoder train MSE | decoder MSE | PSNR | SSIM | re-id top-1 | top-5 "
+        "| white-box MSE | PSNR | SSIM | re-id top-1 | top-5 |",
+        "|" + " --- |" * 20,
     ]
-    for row in results["rows"]:
+    for r in results["rows"]:
+        defense = "-" if r["defense"] == "none" else f"{r['defense']} {r['strength']:g}"
         lines.append(
-            f"| {cell(row['noise_multiplier'])} | {cell(row['epsilon'])} | "
-            f"{cell(row['epsilon_classic'])} | {cell(row['train_accuracy'], 2)} | "
-            f"{cell(row['val_accuracy'], 2)} | {cell(row['attacker_mse'], 3)} | "
-            f"{cell(row['attacker_psnr'], 3)} | {cell(row['attacker_ssim'], 2)} |"
+            f"| {r['name']} | {r['norm'] or '-'} | {cell(r['noise_multiplier'])} | "
+            f"{cell(r['epsilon'])} | {cell(r['epsilon_classic'])} | {defense} | "
+            f"{cell(r['epsilon_local'])} | {cell(r['train_accuracy'], 2)} | "
+            f"{cell(r['val_accuracy'], 2)} | {cell(r.get('attacker_train_mse'))} | "
+            f"{cell(r.get('attacker_mse'))} | {cell(r.get('attacker_psnr'))} | "
+            f"{cell(r.get('attacker_ssim'), 2)} | {cell(r.get('reidentification_top1'), 2)} | "
+            f"{cell(r.get('reidentification_top5'), 2)} | {cell(r.get('whitebox_mse'))} | "
+            f"{cell(r.get('whitebox_psnr'))} | {cell(r.get('whitebox_ssim'), 2)} | "
+            f"{cell(r.get('whitebox_reidentification_top1'), 2)} | "
+            f"{cell(r.get('whitebox_reidentification_top5'), 2)} |"
         )
-    lines.append(f"\nMean-image baseline MSE: {results['baseline_mse']:.3f}\n")
+    chance = results["rows"][0].get("chance_top1") if results["rows"] else None
+    lines.append(
+        f"\nMean-image baseline MSE: {results['baseline_mse']:.4f}; re-identification chance "
+        f"top-1 {cell(chance)}. Decoder: {results['decoder']}.\n"
+    )
     return "\n".join(lines)
 
 
 _OWN_FLAGS = (
-    "scheme data_dir target_epochs attacker_epochs noise_multipliers dp_epochs batch_size "
-    "num_microbatches l2_norm_clip dp_learning_rate attacker_learning_rate delta "
-    "epsilon_conversion limit strategy output_dir seed"
+    "scheme data_dir target_epochs target_learning_rate noise_multipliers dp_norms dp_variant "
+    "dp_epochs batch_size num_microbatches l2_norm_clip dp_learning_rate delta "
+    "epsilon_conversion decoder attacker_epochs attacker_learning_rate mnist_surrogates "
+    "holdout_alphabet patience whitebox_images whitebox_steps whitebox_learning_rate "
+    "whitebox_tv gaussian_stddevs laplace_epsilons nopeek_alphas limit strategy "
+    "on_config_change output_dir seed"
 ).split()
 
 
 def main(argv):
     del argv
-    noises = _validate_flags()
+    parsed = _validate_flags()
     start = time.perf_counter()
-    run_experiment(noises, Path(FLAGS.output_dir))
+    try:
+        run_experiment(parsed, Path(FLAGS.output_dir))
+    except ConfigMismatchError as error:
+        raise app.UsageError(str(error)) from error
     log(f"done in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    tf.get_logger().setLevel("ERROR")
+    run(main)

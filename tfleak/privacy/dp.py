@@ -1,141 +1,112 @@
-"""Differentially private training of the split target, and what epsilon it buys.
+"""Differentially private training of the split target: DP-Adam, four ways.
 
-DP-SGD (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016)
-clips each example's gradient to L2 norm `l2_norm_clip`, adds Gaussian noise
-of standard deviation `noise_multiplier * l2_norm_clip` to the sum, and steps
-with Adam (tensorflow-privacy's `DPKerasAdamOptimizer`). The privacy spent is
-counted with the Renyi-DP accountant of the sampled Gaussian mechanism
-(Mironov, Talwar, Zhang 2019) from `dp_accounting`.
+tensorflow-privacy 0.9.0 offers several implementations of DP-SGD/DP-Adam
+(clip each example's gradient to `l2_norm_clip`, add Gaussian noise of
+standard deviation `noise_multiplier * l2_norm_clip` to the sum, step with
+Adam). They differ in cost and, with batch normalization, in what an
+"example's gradient" means (`DP_VARIANTS`):
 
-Caveat the published experiment shares: the target keeps its batch
-normalization layers, whose training-mode statistics mix the examples of a
-batch, so an example's clipped gradient also depends on the others and the
-epsilon below is the accountant's number for this training procedure, not a
-proof for it. (Group normalization, or batch norm in inference mode, would
-restore per-example gradients.)
+- 'optimizer' (`DPKerasAdamOptimizer`, as published) and
+  'vectorized_optimizer' (`VectorizedDPKerasAdamOptimizer`): the model runs on
+  the whole batch and each microbatch's gradient is a row of the Jacobian of
+  the per-microbatch losses. With batch norm in training mode, every
+  example's loss depends on the whole batch's statistics, so one example's
+  "gradient" also carries the others': the clipping does not bound one
+  example's influence and the epsilon is the accountant's number, not a proof.
+- 'dp_model' / 'dp_model_xla' (`DPSequential`, `make_dp_model_class`, with and
+  without XLA): `tf.vectorized_map` runs the model on each microbatch alone.
+  With one example per microbatch a batch norm layer then normalizes that
+  example by its own statistics (a batch of one) while computing its
+  gradient, and the full-batch forward pass updates the moving statistics,
+  which the server's inference uses: training and inference disagree, and the
+  moving statistics are computed from the private batch without noise.
+
+Group normalization (`norm='group'`) has no batch statistics at all: every
+variant then clips true per-example gradients, and the epsilon holds.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import dp_accounting
-import numpy as np
+import tensorflow as tf
 import tensorflow_privacy
 from tensorflow import keras
 
 from tfleak.data.omniglot import IMAGE_SIZE, NUM_ALPHABETS
-from tfleak.split import on_device_layers, server_layers
+from tfleak.split.model import NORMALIZATIONS, on_device_layers, server_layers
 
 __all__ = [
-    "RDP_ORDERS",
-    "EPSILON_CONVERSIONS",
-    "compute_epsilon",
+    "DP_VARIANTS",
     "dp_target_model",
     "compile_dp_target",
+    "build_dp_target",
+    "per_example_gradients",
+    "jacobian_per_example_gradients",
     "cut_on_device",
     "save_on_device",
     "load_on_device",
 ]
 
-# The RDP orders of tensorflow-privacy's tutorials, which the published table used.
-RDP_ORDERS = (
-    (1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5) + tuple(range(5, 64)) + (128, 256, 512)
-)
+# name -> what it computes (see the module docstring).
+DP_VARIANTS = {
+    "optimizer": "DPKerasAdamOptimizer: Jacobian of per-microbatch losses of the whole batch",
+    "vectorized_optimizer": "VectorizedDPKerasAdamOptimizer: the same Jacobian, vectorized",
+    "dp_model": "DPSequential(use_xla=False): vectorized_map over microbatches run alone",
+    "dp_model_xla": "DPSequential(use_xla=True): the same, train_step compiled with XLA",
+}
 
 
-def _classic_epsilon(orders: np.ndarray, rdp: np.ndarray, delta: float) -> float:
-    """Mironov (2017), Proposition 3: eps = min over orders of rdp - log(delta) / (order - 1)."""
-    return float(np.min(rdp - math.log(delta) / (orders - 1)))
-
-
-def _tight_epsilon(orders: np.ndarray, rdp: np.ndarray, delta: float) -> float:
-    """Canonne, Kamath, Steinke (2020), Proposition 12, as `dp_accounting` computes it."""
-    return float(dp_accounting.rdp.compute_epsilon(orders, rdp, delta)[0])
-
-
-# name -> RDP-to-(epsilon, delta) conversion.
-EPSILON_CONVERSIONS = {"rdp": _tight_epsilon, "classic": _classic_epsilon}
-
-
-def compute_epsilon(
-    n: int,
-    batch_size: int,
-    epochs: float,
-    noise_multiplier: float,
-    delta: float = 1e-5,
-    conversion: str = "rdp",
-    orders=RDP_ORDERS,
-) -> float:
-    """Epsilon of DP-SGD training, by the RDP accountant of `dp_accounting`.
-
-    Counts `epochs * (n // batch_size)` steps (whole batches, as training with
-    `drop_remainder=True` takes), each a Poisson-sampled Gaussian mechanism with
-    sampling probability `batch_size / n` (the usual approximation of shuffled
-    batches). One microbatch per example, so the sensitivity is the clip norm.
-
-    Args:
-      n: number of training examples, >= batch_size.
-      batch_size: examples per step, >= 1.
-      epochs: passes over the data, > 0 (may be fractional).
-      noise_multiplier: ratio of the noise standard deviation to the clipping
-        norm, > 0.
-      delta: the delta of (epsilon, delta)-DP, in (0, 1); usually < 1 / n.
-      conversion: how RDP becomes epsilon: 'rdp' (today's tighter conversion,
-        Canonne-Kamath-Steinke 2020; report this) or 'classic' (Mironov 2017,
-        as older tensorflow-privacy and the published table computed it).
-      orders: RDP orders to optimise over.
-
-    Returns:
-      Epsilon (a float > 0; smaller is more private).
-
-    Raises:
-      ValueError: an argument out of range or an unknown conversion.
-
-    Example: n = 13,180, batch 32, 20 epochs, noise 0.7 / 0.5 / 0.3 give
-    3.39 / 11.34 / 82.1 ('rdp') and 4.02 / 12.46 / 84.6 ('classic').
-    """
-    if conversion not in EPSILON_CONVERSIONS:
-        raise ValueError(
-            f"unknown epsilon conversion {conversion!r}; choose one of "
-            f"{', '.join(EPSILON_CONVERSIONS)}."
-        )
-    if batch_size < 1 or n < batch_size:
-        raise ValueError(f"need 1 <= batch_size <= n; got batch_size {batch_size}, n {n}.")
-    if epochs <= 0:
-        raise ValueError(f"epochs must be > 0; got {epochs}.")
-    if noise_multiplier <= 0:
-        raise ValueError(
-            f"noise_multiplier must be > 0 (without noise there is no finite epsilon); "
-            f"got {noise_multiplier}."
-        )
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1); got {delta}.")
-    steps = int(epochs * (n // batch_size))
-    accountant = dp_accounting.rdp.RdpAccountant(list(orders))
-    event = dp_accounting.PoissonSampledDpEvent(
-        batch_size / n, dp_accounting.GaussianDpEvent(noise_multiplier)
-    )
-    accountant.compose(event, steps)
-    return EPSILON_CONVERSIONS[conversion](
-        np.asarray(accountant.orders, np.float64), np.asarray(accountant.rdp), delta
+def _target_layers(num_classes: int, norm: str) -> list:
+    return (
+        [keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1))]
+        + on_device_layers(0.0, output_name="mobile_output", norm=norm)
+        + server_layers(num_classes, 0.0)
     )
 
 
-def dp_target_model(num_classes: int = NUM_ALPHABETS) -> keras.Sequential:
+def dp_target_model(num_classes: int = NUM_ALPHABETS, norm: str = "batch") -> keras.Sequential:
     """The split target as one Sequential model without dropout, for DP training.
 
     Its on-device stage ends in the layer named `mobile_output` (codes
     `[batch, 1, 1, 32]`); see `cut_on_device`. Input: float32 images
     `[batch, 105, 105, 1]` in [0, 1]; output: class probabilities.
+
+    Args:
+      num_classes: number of classes.
+      norm: 'batch' (as published) or 'group' (per-example statistics).
     """
-    return keras.Sequential(
-        [keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1))]
-        + on_device_layers(0.0, output_name="mobile_output")
-        + server_layers(num_classes, 0.0),
-        name="dp_target",
-    )
+    return keras.Sequential(_target_layers(num_classes, norm), name=f"dp_target_{norm}")
+
+
+def _check_dp_arguments(noise_multiplier, batch_size, num_microbatches, l2_norm_clip, lr):
+    num_microbatches = batch_size if num_microbatches is None else num_microbatches
+    if not noise_multiplier > 0 or noise_multiplier == float("inf"):
+        raise ValueError(
+            f"noise_multiplier must be > 0 and finite; got {noise_multiplier}. For training "
+            "without DP use the plain target (tfleak.split.TargetModel)."
+        )
+    for name, value in (("l2_norm_clip", l2_norm_clip), ("learning_rate", lr)):
+        if not 0 < value < float("inf"):
+            raise ValueError(f"{name} must be > 0 and finite; got {value}.")
+    if batch_size < 1 or num_microbatches < 1 or batch_size % num_microbatches:
+        raise ValueError(
+            f"num_microbatches ({num_microbatches}) must divide batch_size ({batch_size}): DP "
+            "Adam splits every batch into equal microbatches. Pick a batch size that is a "
+            "multiple of it."
+        )
+    return num_microbatches
+
+
+def _check_one_replica(model: keras.Model) -> None:
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    if replicas > 1:
+        raise ValueError(
+            f"DP training under {replicas} replicas is not supported: each replica would add "
+            "its own noise and the accounting would have to combine them (noise multiplier "
+            "times sqrt(replicas) on the global batch), which tensorflow-privacy 0.9 does not "
+            "do. Train the DP target with --strategy=default (one replica)."
+        )
 
 
 def compile_dp_target(
@@ -145,12 +116,13 @@ def compile_dp_target(
     num_microbatches: int | None = None,
     l2_norm_clip: float = 1.0,
     learning_rate: float = 0.005,
+    vectorized: bool = False,
 ) -> keras.Model:
-    """Compiles `model` with DP Adam and a per-example cross-entropy.
+    """Compiles `model` with tensorflow-privacy's DP Adam optimizer ('optimizer' variants).
 
     Args:
       model: a model built under the strategy it will train under, with one
-        replica.
+        replica (e.g. `dp_target_model()`).
       noise_multiplier: ratio of the noise standard deviation to
         `l2_norm_clip`, > 0.
       batch_size: examples per training batch (train with whole batches:
@@ -160,44 +132,24 @@ def compile_dp_target(
         `compute_epsilon` assumes).
       l2_norm_clip: clipping norm of each microbatch's gradient, > 0.
       learning_rate: Adam's step size.
+      vectorized: `VectorizedDPKerasAdamOptimizer` instead of `DPKerasAdamOptimizer`.
 
     Raises:
       ValueError: a bad argument, or a model under a strategy with more than
-        one replica (see below).
-
-    More than one replica is refused: every replica would clip its share of
-    the batch and add its own noise N(0, (noise_multiplier * clip)^2), and the
-    all-reduce sums R such noises over R times the examples, so the step's
-    effective noise multiplier is noise_multiplier * sqrt(R) on a batch of
-    R * batch_size only if the per-replica losses are scaled exactly right --
-    which tensorflow-privacy 0.9 does not check. Train DP with one replica.
+        one replica: every replica would clip its share of the batch and add
+        its own noise, which tensorflow-privacy 0.9 does not account for.
     """
-    num_microbatches = batch_size if num_microbatches is None else num_microbatches
-    if noise_multiplier <= 0:
-        raise ValueError(
-            f"noise_multiplier must be > 0; got {noise_multiplier}. For training without "
-            "DP use the plain target (tfleak.split.TargetModel)."
-        )
-    if l2_norm_clip <= 0 or learning_rate <= 0:
-        raise ValueError(
-            f"need l2_norm_clip and learning_rate > 0; got {l2_norm_clip}, {learning_rate}."
-        )
-    if batch_size < 1 or num_microbatches < 1 or batch_size % num_microbatches:
-        raise ValueError(
-            f"num_microbatches ({num_microbatches}) must divide batch_size ({batch_size}): DP "
-            "Adam splits every batch into equal microbatches. Pick a batch size that is a "
-            "multiple of it."
-        )
-    replicas = model.distribute_strategy.num_replicas_in_sync
-    if replicas > 1:
-        raise ValueError(
-            f"DP training under {replicas} replicas is not supported: each replica would add "
-            "its own noise and the accounting would have to combine them (noise multiplier "
-            "times sqrt(replicas) on the global batch), which tensorflow-privacy 0.9 does not "
-            "do. Train the DP target with --strategy=default (one replica)."
-        )
+    num_microbatches = _check_dp_arguments(
+        noise_multiplier, batch_size, num_microbatches, l2_norm_clip, learning_rate
+    )
+    _check_one_replica(model)
+    optimizer = (
+        tensorflow_privacy.VectorizedDPKerasAdamOptimizer
+        if vectorized
+        else tensorflow_privacy.DPKerasAdamOptimizer
+    )
     model.compile(
-        optimizer=tensorflow_privacy.DPKerasAdamOptimizer(
+        optimizer=optimizer(
             l2_norm_clip=l2_norm_clip,
             noise_multiplier=noise_multiplier,
             num_microbatches=num_microbatches,
@@ -207,6 +159,115 @@ def compile_dp_target(
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model
+
+
+def build_dp_target(
+    noise_multiplier: float,
+    *,
+    variant: str = "dp_model",
+    norm: str = "batch",
+    batch_size: int = 32,
+    num_microbatches: int | None = None,
+    l2_norm_clip: float = 1.0,
+    learning_rate: float = 0.005,
+    num_classes: int = NUM_ALPHABETS,
+) -> keras.Model:
+    """Builds and compiles the DP target with one of `DP_VARIANTS`.
+
+    Call under the strategy scope it will train under (one replica).
+
+    Args:
+      noise_multiplier: noise standard deviation / `l2_norm_clip`, > 0.
+      variant: a key of `DP_VARIANTS`.
+      norm: 'batch' (as published) or 'group' (per-example statistics; the
+        epsilon holds).
+      batch_size: examples per batch; train with `drop_remainder=True`.
+      num_microbatches: microbatches per batch, dividing `batch_size`; None =
+        one example each (per-example clipping, as `compute_epsilon` assumes).
+      l2_norm_clip: clipping norm, > 0.
+      learning_rate: Adam's step size, > 0.
+      num_classes: number of classes.
+
+    Returns:
+      A built, compiled Sequential (a `DPSequential` for the 'dp_model'
+      variants) whose on-device stage ends in the layer `mobile_output`.
+
+    Raises:
+      ValueError: an unknown variant or norm, or a bad argument.
+    """
+    if variant not in DP_VARIANTS:
+        raise ValueError(f"unknown DP variant {variant!r}; choose one of {', '.join(DP_VARIANTS)}.")
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMALIZATIONS)}.")
+    num_microbatches = _check_dp_arguments(
+        noise_multiplier, batch_size, num_microbatches, l2_norm_clip, learning_rate
+    )
+    if variant in ("optimizer", "vectorized_optimizer"):
+        return compile_dp_target(
+            dp_target_model(num_classes, norm),
+            noise_multiplier,
+            batch_size,
+            num_microbatches,
+            l2_norm_clip,
+            learning_rate,
+            vectorized=variant == "vectorized_optimizer",
+        )
+    model = tensorflow_privacy.DPSequential(
+        l2_norm_clip=l2_norm_clip,
+        noise_multiplier=noise_multiplier,
+        num_microbatches=num_microbatches,
+        use_xla=variant == "dp_model_xla",
+        layers=_target_layers(num_classes, norm),
+        name=f"dp_target_{norm}",
+    )
+    _check_one_replica(model)
+    model.compile(
+        optimizer=keras.optimizers.legacy.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def per_example_gradients(model: keras.Model, images, labels) -> list[tf.Tensor]:
+    """Each example's loss gradient with the model run on that example alone.
+
+    What the 'dp_model' variants clip (before clipping): `tf.vectorized_map`
+    over the batch, the model in training mode on a batch of one.
+
+    Args:
+      model: a model mapping images `[batch, 105, 105, 1]` to probabilities.
+      images: float32 `[batch, 105, 105, 1]` in [0, 1].
+      labels: int `[batch]` class ids.
+
+    Returns:
+      One tensor per trainable variable, `[batch, *variable.shape]`.
+    """
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    def one(example):
+        image, label = example
+        with tf.GradientTape() as tape:
+            loss = loss_fn(label[None], model(image[None], training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    return tf.vectorized_map(one, (tf.convert_to_tensor(images), tf.convert_to_tensor(labels)))
+
+
+def jacobian_per_example_gradients(model: keras.Model, images, labels) -> list[tf.Tensor]:
+    """Each example's loss gradient with the model run on the whole batch.
+
+    What the 'optimizer' variants clip with one example per microbatch: the
+    Jacobian of the `[batch]` per-example losses of one training-mode forward
+    pass. With batch norm, row i also depends on the other examples.
+
+    Returns:
+      One tensor per trainable variable, `[batch, *variable.shape]`.
+    """
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=keras.losses.Reduction.NONE)
+    with tf.GradientTape(persistent=True) as tape:
+        losses = loss_fn(labels, model(images, training=True))
+    return tape.jacobian(losses, model.trainable_variables)
 
 
 def cut_on_device(model: keras.Model, layer_name: str = "mobile_output") -> keras.Model:
@@ -222,12 +283,17 @@ def cut_on_device(model: keras.Model, layer_name: str = "mobile_output") -> kera
 
 
 def save_on_device(model: keras.Model, path) -> Path:
-    """Saves the cut stage in the native Keras format (`.keras`: config + weights, no code)."""
+    """Saves the cut stage in the native Keras format (`.keras`: config + weights, no code).
+
+    Written to a temporary file and renamed, so a kill leaves the old file or the new one.
+    """
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"save to a '.keras' file (native Keras format); got {str(path)!r}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
+    temporary = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(temporary)
+    temporary.replace(path)
     return path
 
 

@@ -1,0 +1,45 @@
+"""Model inversion on a split (on-device / server) model, and defences of the code.
+
+- `model`: the split target (`TargetModel`), batch- or group-normalized.
+- `attack`: the black-box attacker, a decoder learned from device queries (`AttackModel`).
+- `whitebox`: regularised maximum-likelihood inversion of the saved on-device stage.
+- `defenses`: noise on the code (Gaussian, clipped Laplace) and NoPeek training.
+- `reidentification`: does a reconstruction point back at its own original?
+"""
+
+from tfleak.split.attack import (
+    AttackModel,
+    compile_attacker,
+    evaluate_attack,
+    mean_image,
+    mean_image_baseline_mse,
+    reconstruct,
+    surrogate_augmentation,
+)
+from tfleak.split.model import (
+    CODE_SHAPE,
+    NORMALIZATIONS,
+    TargetModel,
+    compile_target,
+    on_device_layers,
+    server_layers,
+)
+from tfleak.training import TrainingRun, train_resumable
+
+__all__ = [
+    "AttackModel",
+    "compile_attacker",
+    "evaluate_attack",
+    "mean_image",
+    "mean_image_baseline_mse",
+    "reconstruct",
+    "surrogate_augmentation",
+    "CODE_SHAPE",
+    "NORMALIZATIONS",
+    "TargetModel",
+    "compile_target",
+    "on_device_layers",
+    "server_layers",
+    "TrainingRun",
+    "train_resumable",
+]

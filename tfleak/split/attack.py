@@ -1,0 +1,203 @@
+"""The black-box model-inversion attacker: a decoder learned from queries of the device.
+
+An attacker who can query the on-device stage (or holds its saved copy) feeds
+it surrogate images, records the codes, and fits a decoder from code back to
+image; it then inverts intercepted codes of images it never saw. This is the
+inverse network of He, Zhang, Lee, "Model inversion attacks against
+collaborative inference" (ACSAC 2019, Section 4.2) and the attack of PySyft's
+split-network Omniglot example; in the terms of Fredrikson, Jha, Ristenpart
+(CCS 2015) it inverts a model's intermediate output.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+from tensorflow import keras
+
+from tfleak.metrics import image_metrics
+from tfleak.split.model import CODE_SHAPE
+
+__all__ = [
+    "AttackModel",
+    "compile_attacker",
+    "surrogate_augmentation",
+    "reconstruct",
+    "evaluate_attack",
+    "mean_image",
+    "mean_image_baseline_mse",
+]
+
+# (filters, kernel, stride) of the attacker's transposed convolutions:
+# 1 -> 9 -> 23 -> 51 -> 105 (valid padding: out = (in - 1) * stride + kernel).
+_DECONV_BLOCKS = ((32, 9, 1), (32, 7, 2), (1, 7, 2), (1, 5, 2))
+
+
+def surrogate_augmentation(seed: int | None = None) -> keras.Sequential:
+    """Random shifts (10%), rotations (+-18 degrees) and zooms (10%) of surrogate images.
+
+    Fills with 1 (white paper), so a shifted character stays on a blank page.
+    Maps float32 `[batch, 105, 105, 1]` in [0, 1] to the same shape and range.
+    """
+    fill = dict(fill_mode="constant", fill_value=1.0, seed=seed)
+    return keras.Sequential(
+        [
+            keras.layers.RandomTranslation(0.1, 0.1, **fill),
+            keras.layers.RandomRotation(0.05, **fill),
+            keras.layers.RandomZoom(0.1, **fill),
+        ],
+        name="augmentation",
+    )
+
+
+class AttackModel(keras.Model):
+    """Decoder from the on-device code back to the image (the model-inversion attacker).
+
+    Four transposed convolutions with ReLU, 1x1x32 -> 9x9x32 -> 23x23x32 ->
+    51x51x1 -> 105x105x1. `train_step` queries the frozen on-device model
+    (`training=False`) for each batch of surrogate images (augmented first, if
+    asked), passes the codes through the device's defence, if any, and fits
+    the decoder with the mean squared error between images and reconstructions.
+    """
+
+    def __init__(
+        self,
+        on_device: Callable | None = None,
+        augment: bool = False,
+        defense: Callable | None = None,
+        **kwargs,
+    ):
+        """Creates the decoder.
+
+        Args:
+          on_device: the target's on-device stage, a callable (a Keras model)
+            from images `[batch, 105, 105, 1]` to codes `[batch, 1, 1, 32]`;
+            needed by `fit` / `evaluate`, not by `call`. Never trained here.
+          augment: augment surrogate images while training
+            (`surrogate_augmentation`).
+          defense: what the device does to a code before sending it (e.g. a
+            `tfleak.split.defenses.CodeNoise`), codes -> codes; None sends them
+            as they are. The attacker sees only defended codes.
+        """
+        kwargs.setdefault("name", "attacker")
+        super().__init__(**kwargs)
+        self.on_device = on_device
+        self.defense = defense
+        self.augmentation = surrogate_augmentation() if augment else None
+        self.decoder = keras.Sequential(
+            [keras.Input(CODE_SHAPE)]
+            + [
+                keras.layers.Conv2DTranspose(
+                    filters, kernel, strides=stride, activation="relu", name=f"deconv{index}"
+                )
+                for index, (filters, kernel, stride) in enumerate(_DECONV_BLOCKS, start=1)
+            ],
+            name="decoder",
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def call(self, codes, training: bool = False) -> tf.Tensor:
+        """Codes float32 `[batch, 1, 1, 32]` -> images float32 `[batch, 105, 105, 1]` (>= 0)."""
+        return self.decoder(codes, training=training)
+
+    def _images_and_codes(self, data, training: bool):
+        if self.on_device is None:
+            raise ValueError("AttackModel needs `on_device` (the target's stage one) to train.")
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        if training and self.augmentation is not None:
+            images = self.augmentation(images, training=True)
+        codes = self.on_device(images, training=False)
+        if self.defense is not None:
+            codes = self.defense(codes)
+        return images, tf.stop_gradient(codes)
+
+    def train_step(self, data):
+        images, codes = self._images_and_codes(data, training=True)
+        with tf.GradientTape() as tape:
+            reconstructions = self(codes, training=True)
+            per_example = tf.reduce_mean(tf.square(images - reconstructions), axis=[1, 2, 3])
+            # Mean over the global batch, so summing replicas' gradients is right.
+            loss = tf.nn.compute_average_loss(per_example)
+        variables = self.decoder.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.loss_tracker.update_state(per_example)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        images, codes = self._images_and_codes(data, training=False)
+        reconstructions = self(codes, training=False)
+        self.loss_tracker.update_state(
+            tf.reduce_mean(tf.square(images - reconstructions), axis=[1, 2, 3])
+        )
+        return {m.name: m.result() for m in self.metrics}
+
+
+def compile_attacker(model: AttackModel, learning_rate: float = 1e-3) -> AttackModel:
+    """Compiles the attacker with Adam (its loss, the MSE, is in `train_step`)."""
+    model.compile(optimizer=keras.optimizers.legacy.Adam(learning_rate))
+    return model
+
+
+def reconstruct(attacker: AttackModel, on_device: Callable, images) -> np.ndarray:
+    """Inverts images through the on-device stage, its defence and the decoder.
+
+    Args:
+      attacker: a trained `AttackModel` (its `defense` is applied to the codes).
+      on_device: the target's stage one (images -> codes).
+      images: float32 `[batch, 105, 105, 1]` in [0, 1].
+
+    Returns:
+      Reconstructions float32 `[batch, 105, 105, 1]`, clipped to [0, 1].
+    """
+    codes = on_device(images, training=False)
+    if attacker.defense is not None:
+        codes = attacker.defense(codes)
+    return np.clip(attacker(codes, training=False).numpy(), 0.0, 1.0)
+
+
+def evaluate_attack(
+    attacker: AttackModel, on_device: Callable, dataset: tf.data.Dataset, batch_size: int = 64
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Mean MSE, PSNR (dB) and SSIM of the attacker's reconstructions of `dataset`.
+
+    Args:
+      attacker: a trained `AttackModel`.
+      on_device: the target's stage one.
+      dataset: unbatched `(image, label)` elements, images float32
+        `[105, 105, 1]` in [0, 1].
+      batch_size: images per forward pass.
+
+    Returns:
+      `(metrics, originals, reconstructions)`: metrics `{'mse', 'psnr',
+      'ssim'}` averaged over all images, and the images and their
+      reconstructions as float32 `[num_images, 105, 105, 1]` arrays.
+    """
+    originals, reconstructions = [], []
+    for images, _ in dataset.batch(batch_size):
+        originals.append(images.numpy())
+        reconstructions.append(reconstruct(attacker, on_device, images))
+    originals = np.concatenate(originals)
+    reconstructions = np.concatenate(reconstructions)
+    return image_metrics(originals, reconstructions), originals, reconstructions
+
+
+def mean_image(dataset: tf.data.Dataset) -> np.ndarray:
+    """The mean image of unbatched `(image, label)` elements, float32 `[105, 105, 1]`."""
+    return np.mean(np.stack([image.numpy() for image, _ in dataset]), axis=0)
+
+
+def mean_image_baseline_mse(train: tf.data.Dataset, test: tf.data.Dataset) -> float:
+    """Test MSE of always answering the mean training image (what the attack must beat).
+
+    Args:
+      train, test: unbatched `(image, label)` datasets, images float32
+        `[105, 105, 1]` in [0, 1].
+    """
+    test_images = np.stack([image.numpy() for image, _ in test])
+    return float(np.mean((test_images - mean_image(train)[None]) ** 2))
