@@ -12,11 +12,14 @@ import tensorflow as tf
 
 from tfleak.data import files
 from tfleak.data.omniglot import (
+    MNIST_ALPHABET_ID,
     OMNIGLOT_ALPHABETS,
     describe_scheme,
     load_omniglot,
+    mnist_surrogate,
     omniglot_scheme,
     split_alphabets,
+    split_by_alphabet,
 )
 
 
@@ -136,3 +139,30 @@ def test_corrupt_zip_is_refused(data_dir, tmp_path):
     corrupt.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="corrupt or not the original Omniglot release"):
         load_omniglot("small1", tmp_path)
+
+
+def test_mnist_surrogates_look_like_omniglot_pages(data_dir):
+    """1-bit black strokes on white 105 x 105 paper, the digit within the central 70 px."""
+    images = np.stack([image.numpy() for image, _ in mnist_surrogate(data_dir, count=20)])
+    labels = [int(label) for _, label in mnist_surrogate(data_dir, count=20)]
+    assert images.shape == (20, 105, 105, 1) and images.dtype == np.float32
+    assert set(np.unique(images)) == {0.0, 1.0} and labels == [MNIST_ALPHABET_ID] * 20
+    assert np.all(images[:, :17] == 1.0) and np.all(images[:, :, -18:] == 1.0)
+    ink = 1.0 - images.mean()
+    assert 0.05 < ink < 0.3  # Omniglot characters: about 8% ink; digits scaled up: more.
+    with pytest.raises(ValueError, match="count in"):
+        mnist_surrogate(data_dir, count=0)
+    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz"):
+        mnist_surrogate(data_dir / "omniglot", count=5)
+
+
+def test_split_by_alphabet_holds_one_alphabet_out(data_dir):
+    datasets = omniglot_scheme("offline", data_dir)
+    kept, held_out = split_by_alphabet(datasets["attacker_train"], ["Sanskrit"])
+    kept_ids = {int(alphabet) for _, alphabet in kept}
+    held_ids = {int(alphabet) for _, alphabet in held_out}
+    assert kept_ids == {OMNIGLOT_ALPHABETS.index("Japanese_(katakana)")}
+    assert held_ids == {OMNIGLOT_ALPHABETS.index("Sanskrit")}
+    assert sum(1 for _ in kept) + sum(1 for _ in held_out) == 1780
+    with pytest.raises(ValueError, match="Klingon"):
+        split_by_alphabet(datasets["attacker_train"], ["Klingon"])
