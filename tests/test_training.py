@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import pytest
 from tensorflow import keras
 
-from tfleak.models.resnet import resnet20
+from tfleak.models.resnet import resnet, resnet20
 from tfleak.models.training import CACHE_DIR_ENV, default_cache_dir, train_victim
 
 
@@ -19,11 +20,15 @@ def cifar10_dir(shared_data):
     return shared_data
 
 
+# A small ResNet (one block a stage, 4-16 channels) keeps the fit to seconds.
+small_resnet = functools.partial(resnet, 8, width=4)
+
+
 def test_one_epoch_is_cached_and_the_next_call_loads_it(cifar10_dir, tmp_path, monkeypatch):
     model, accuracy = train_victim(
-        resnet20, "resnet20", 1, cifar10_dir, cache_dir=tmp_path, limit=256, verbose=0
+        small_resnet, "resnet8", 1, cifar10_dir, cache_dir=tmp_path, limit=256, verbose=0
     )
-    (weights,) = tmp_path.glob("resnet20_seed0_epochs1_*.keras")
+    (weights,) = tmp_path.glob("resnet8_seed0_epochs1_*.keras")
     record = json.loads(weights.with_suffix(".json").read_text())
     assert record["test_accuracy"] == pytest.approx(accuracy)
     assert 0.0 <= accuracy <= 1.0 and len(record["seconds_per_epoch"]) == 1
@@ -34,14 +39,14 @@ def test_one_epoch_is_cached_and_the_next_call_loads_it(cifar10_dir, tmp_path, m
 
     monkeypatch.setattr(keras.Model, "fit", no_training)
     again, cached_accuracy = train_victim(
-        resnet20, "resnet20", 1, cifar10_dir, cache_dir=tmp_path, limit=256, verbose=0
+        small_resnet, "resnet8", 1, cifar10_dir, cache_dir=tmp_path, limit=256, verbose=0
     )
     assert cached_accuracy == pytest.approx(accuracy)
     for trained, loaded in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(trained, loaded)
     # Other training settings are another cache entry, trained afresh.
     with pytest.raises(AssertionError, match="must not be trained"):
-        train_victim(resnet20, "resnet20", 1, cifar10_dir, cache_dir=tmp_path, limit=128)
+        train_victim(small_resnet, "resnet8", 1, cifar10_dir, cache_dir=tmp_path, limit=128)
 
 
 def test_zero_epochs_is_the_fresh_model_and_bad_input_says_what_to_fix(tmp_path, monkeypatch):
