@@ -181,10 +181,13 @@ def _count_evaluations(attack, victim, observed):
     """Seconds and objective evaluations of one compiled L-BFGS round."""
     import tensorflow as tf
 
-    from tfleak.attacks.lbfgs import BatchedLBFGS, as_arguments
+    from tfleak.attacks import GradientMatching
+    from tfleak.attacks.lbfgs import BatchedLBFGS
 
-    solver = BatchedLBFGS(victim, 1, True, attack.distance, 1, attack.init, attack.history_size)
-    arguments = as_arguments(victim.check_gradient(observed), None, (1, victim.num_classes))
+    objective = GradientMatching(victim, attack.distance)
+    solver = BatchedLBFGS(objective, 1, True, 1, attack.init, attack.history_size)
+    observed = victim.check_gradient(observed)
+    arguments = (observed, tf.zeros((1, 1, victim.num_classes)), ())
     results = solver.initialize(solver.random_starts(0, 0), *arguments)
     solver.resume(results, tf.constant(1), *arguments)  # traces
     start = time.perf_counter()

@@ -41,7 +41,9 @@ class TorchLeNet(nn.Module):
 def from_keras(victim) -> TorchLeNet:
     """Copies a `tfleak.models.LeNet`'s weights into a `TorchLeNet`."""
     height, width, channels = victim.image_shape
-    convs = [layer for layer in victim.features if hasattr(layer, "kernel")]
+    from tensorflow import keras
+
+    convs = [layer for layer in victim.model.layers if isinstance(layer, keras.layers.Conv2D)]
     side = victim.classifier.kernel.shape[0] // 12
     net = TorchLeNet(channels, victim.classifier.kernel.shape[0], victim.num_classes)
     torch_convs = [m for m in net.body if isinstance(m, nn.Conv2d)]

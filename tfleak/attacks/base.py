@@ -56,7 +56,9 @@ class GradientInversion:
       restarts: further rounds from new random starts after a round that did
         not reach the solution's basin (0 = a single round).
       starts_per_round: independent random starts optimised together in one
-        vectorised graph; the best by gradient distance wins.
+        graph; the best by gradient distance wins.
+      vectorize: evaluate the starts with `tf.vectorized_map` instead of side
+        by side (see `GradientMatching`).
       learning_rate: first-order peak step size, in [0, 1] pixel units.
       schedule: 'constant', 'step' (x0.1 at 3/8, 5/8, 7/8) or 'cosine'.
       warmup: linear warm-up steps of the cosine schedule.
@@ -64,6 +66,7 @@ class GradientInversion:
       boxed: project onto the image box [0, 1] after every first-order step.
       langevin: Langevin noise scale alpha_n (GradInversion; 0 = none).
       history_size: correction pairs L-BFGS keeps (PyTorch's default, 100).
+      jit_compile: compile the L-BFGS solver with XLA.
       distance: gradient distance, a key of `GRADIENT_DISTANCES`.
       priors: prior name -> weight (a key of `tfleak.priors.PRIORS`).
       bn_target: what the 'bn' prior matches: 'moving' (the victim's moving
@@ -93,6 +96,7 @@ class GradientInversion:
     iterations: int = 1000
     restarts: int = 0
     starts_per_round: int = 1
+    vectorize: bool = False
     learning_rate: float = 0.1
     schedule: str = "constant"
     warmup: int = 0
@@ -100,6 +104,7 @@ class GradientInversion:
     boxed: bool = True
     langevin: float = 0.0
     history_size: int = 100
+    jit_compile: bool = False
     distance: str = "l2"
     priors: dict = dataclasses.field(default_factory=dict)
     bn_target: str = "moving"
@@ -207,7 +212,9 @@ class GradientInversion:
             ground_truth = metrics_lib.check_ground_truth(ground_truth, victim, batch_size)
         fixed_labels = self._labels(victim, observed, batch_size, labels)
         bn_targets = self._bn_targets(victim, batch_statistics)
-        objective = GradientMatching(victim, self.distance, self.priors, self.bn_first_layer_scale)
+        objective = GradientMatching(
+            victim, self.distance, self.priors, self.bn_first_layer_scale, self.vectorize
+        )
         zero = objective._distance([tf.zeros_like(g) for g in observed], observed)
         zero_distance = float(zero)
         rule = StopRule(
@@ -374,7 +381,7 @@ class GradientInversion:
     def _lbfgs_rounds(self, objective, batch_size, optimise_labels, observed, labels, bn):
         solver = BatchedLBFGS.for_objective(
             objective, batch_size, optimise_labels, self.starts_per_round, self.init,
-            self.history_size,
+            self.history_size, self.jit_compile,
         )  # fmt: skip
         arguments = (list(observed), labels, tuple(bn))
 

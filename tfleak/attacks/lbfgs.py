@@ -10,7 +10,7 @@ constants, so restarts and further attacks on the same victim (and layout)
 reuse the traced graphs: `BatchedLBFGS.for_objective` caches one solver per
 victim and layout. All starts are independent rows of one `[starts, dimension]`
 position, each holding one dummy batch (data, then label logits), and the
-objective (`GradientMatching`) evaluates them in one vectorised graph.
+objective (`GradientMatching`) evaluates them side by side in one graph.
 """
 
 from __future__ import annotations
@@ -41,9 +41,13 @@ class BatchedLBFGS:
       starts: independent starts optimised together.
       init: dummy data initialisation, a key of `DUMMY_INITS`.
       history_size: L-BFGS correction pairs.
+      jit_compile: compile the solver with XLA (faster evaluations, slower
+        first call).
     """
 
-    def __init__(self, objective, batch_size, optimise_labels, starts, init, history_size):
+    def __init__(
+        self, objective, batch_size, optimise_labels, starts, init, history_size, jit_compile=False
+    ):
         victim = objective.victim
         self.objective = objective
         self.starts = starts
@@ -54,25 +58,29 @@ class BatchedLBFGS:
         self.logits_shape = (starts, batch_size, victim.num_classes)
         self.data_size = int(np.prod(self.data_shape[1:]))
         self.initialize = tf.function(self._initialize, autograph=False)
-        self.resume = tf.function(self._resume, autograph=False)
+        self.resume = tf.function(self._resume, autograph=False, jit_compile=jit_compile)
         self.distances = tf.function(self._distances, autograph=False)
 
     @classmethod
-    def for_objective(cls, objective, batch_size, optimise_labels, starts, init, history_size):
+    def for_objective(
+        cls, objective, batch_size, optimise_labels, starts, init, history_size, jit_compile=False
+    ):
         """The cached solver for this objective's victim and layout (traced graphs reused)."""
         key = (
             objective.distance_name,
             tuple(sorted(objective.priors.items())),
             objective.bn_first_layer_scale,
+            objective.vectorize,
             batch_size,
             optimise_labels,
             starts,
             init,
             history_size,
+            jit_compile,
         )
         solvers = _SOLVERS.setdefault(objective.victim, {})
         if key not in solvers:
-            solvers[key] = cls(objective, batch_size, optimise_labels, starts, init, history_size)
+            solvers[key] = cls(objective, *key[4:])
         return solvers[key]
 
     def unpack(self, positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
