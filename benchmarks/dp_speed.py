@@ -96,6 +96,49 @@ def _depends_on_others(norm: str, mechanism: str, images, labels) -> bool:
     )
 
 
+def _summary(rows, plain, steps_per_epoch, load_at_start) -> dict:
+    """The JSON: the fastest per-example variant per normalization, and the whole table."""
+    chosen = {}
+    for norm in plain:
+        candidates = [r for r in rows if r["norm"] == norm and r["per_example_clipping"]]
+        if candidates:
+            best = min(candidates, key=lambda r: r["seconds_per_epoch"])
+            chosen[norm] = {
+                "variant": best["variant"],
+                "plain_seconds_per_epoch": plain[norm],
+                "dp_seconds_per_epoch": best["seconds_per_epoch"],
+                "ratio": best["ratio"],
+            }
+    first = chosen.get("batch") or next(iter(chosen.values()), {})
+    results = {
+        **first,
+        "by_norm": chosen,
+        "table": rows,
+        "steps_per_epoch": steps_per_epoch,
+        "config": {
+            name: FLAGS[name].value
+            for name in (
+                "steps",
+                "warmup",
+                "batch_size",
+                "microbatches",
+                "norms",
+                "variants",
+                "train_examples",
+                "noise_multiplier",
+            )
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_start": load_at_start,
+            "load_average_end": os.getloadavg(),
+        },
+        "variants": privacy.DP_VARIANTS,
+    }
+    return results
+
+
 def main(argv):
     del argv
     for name in ("steps", "warmup", "batch_size", "train_examples"):
@@ -171,45 +214,9 @@ def main(argv):
                 f"{norm} norm, {variant}, {count} microbatches: {step_seconds:.3f} s/step, "
                 f"{rows[-1]['ratio']:.1f}x plain"
             )
-    chosen = {}
-    for norm in FLAGS.norms:
-        candidates = [r for r in rows if r["norm"] == norm and r["per_example_clipping"]]
-        if candidates:
-            best = min(candidates, key=lambda r: r["seconds_per_epoch"])
-            chosen[norm] = {
-                "variant": best["variant"],
-                "plain_seconds_per_epoch": plain[norm],
-                "dp_seconds_per_epoch": best["seconds_per_epoch"],
-                "ratio": best["ratio"],
-            }
-    first = chosen.get("batch") or next(iter(chosen.values()), {})
-    results = {
-        **first,
-        "by_norm": chosen,
-        "table": rows,
-        "steps_per_epoch": steps_per_epoch,
-        "config": {
-            name: FLAGS[name].value
-            for name in (
-                "steps",
-                "warmup",
-                "batch_size",
-                "microbatches",
-                "norms",
-                "variants",
-                "train_examples",
-                "noise_multiplier",
-            )
-        },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_start": load_at_start,
-            "load_average_end": os.getloadavg(),
-        },
-        "variants": privacy.DP_VARIANTS,
-    }
-    atomic_write_json(output, results)
+        # Written after each normalization, so a stopped run keeps what it measured.
+        results = _summary(rows, plain, steps_per_epoch, load_at_start)
+        atomic_write_json(output, results)
     log(markdown(results))
     log(f"wrote {output}")
 
