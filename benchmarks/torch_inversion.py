@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import time
 
 import numpy as np
@@ -208,7 +209,8 @@ def reconstruct(
     Returns:
       dict with `reconstruction` (`[batch, 32, 32, 3]` float32 in [0, 1]),
       `seconds` (the whole `reconstruct` call), `final_objective`, `gradient`
-      (what the user shared, torch layout).
+      (what the user shared, torch layout), `progress` (`(iteration, seconds)`
+      at each of breaching's log lines, every `attack.optim.callback` steps).
     """
     import breaching
 
@@ -232,9 +234,19 @@ def reconstruct(
         ),
     )
     attacker = breaching.attacks.prepare_attack(torch_model, loss_fn, cfg.attack, setup)
+    progress = _Progress()
+    logger = logging.getLogger("breaching.attacks.optimization_based_attack")
+    logger.addHandler(progress)
+    logger.setLevel(logging.INFO)
     torch.manual_seed(int(seed))
     start = time.perf_counter()
-    reconstructed, stats = attacker.reconstruct([server_payload], [shared_data], {}, dryrun=False)
+    progress.start = start
+    try:
+        reconstructed, stats = attacker.reconstruct(
+            [server_payload], [shared_data], {}, dryrun=False
+        )
+    finally:
+        logger.removeHandler(progress)
     seconds = time.perf_counter() - start
     values = stats.get("Trial_0_Val", [])
     return {
@@ -242,5 +254,19 @@ def reconstruct(
         "seconds": seconds,
         "final_objective": float(values[-1]) if values else None,
         "gradient": gradient,
+        "progress": progress.points,
         "attacker": repr(attacker),
     }
+
+
+class _Progress(logging.Handler):
+    """Seconds since the start at each of breaching's "| It: N |" log lines."""
+
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.start, self.points = None, []
+
+    def emit(self, record):
+        match = re.search(r"\| It: (\d+) \|", record.getMessage())
+        if match and self.start is not None:
+            self.points.append((int(match.group(1)), time.perf_counter() - self.start))
