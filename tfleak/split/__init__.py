@@ -16,6 +16,7 @@ from tfleak.split.attack import (
     reconstruct,
     surrogate_augmentation,
 )
+from tfleak.split.defenses import CodeNoise, NoPeekTarget, distance_correlation
 from tfleak.split.model import (
     CODE_SHAPE,
     NORMALIZATIONS,
@@ -24,6 +25,8 @@ from tfleak.split.model import (
     on_device_layers,
     server_layers,
 )
+from tfleak.split.reidentification import Reidentification, reidentify
+from tfleak.split.whitebox import WhiteBoxInversion, WhiteBoxResult
 from tfleak.training import TrainingRun, train_resumable
 
 __all__ = [
@@ -34,12 +37,19 @@ __all__ = [
     "mean_image_baseline_mse",
     "reconstruct",
     "surrogate_augmentation",
+    "CodeNoise",
+    "NoPeekTarget",
+    "distance_correlation",
     "CODE_SHAPE",
     "NORMALIZATIONS",
     "TargetModel",
     "compile_target",
     "on_device_layers",
     "server_layers",
+    "Reidentification",
+    "reidentify",
+    "WhiteBoxInversion",
+    "WhiteBoxResult",
     "TrainingRun",
     "train_resumable",
 ]
