@@ -13,10 +13,10 @@ the PSNR of the reconstruction after matching (`tfleak.metrics.evaluate`, in
 [0, 1] image space); `ratio` is tfleak's seconds per 1,000 over breaching's.
 `*_steady_seconds_per_1000` times iteration 100 to the end only (tfleak from
 its snapshots, breaching from its log lines), leaving out tracing and warm-up.
-Measured on ResNet-20 with torch's default 2 threads, breaching's first 100
-iterations took 100 s and each 100 after 5 s; with `--threads=1` there was no
-such warm-up (90 ms an iteration throughout, 70 ms with PYTORCH_JIT=0), so
-the cause is not breaching's TorchScript alone.
+Time it on an idle machine: with a neighbour on the two cores, torch's two
+OpenMP threads slow down twenty-fold (measured on ResNet-20: 5 s for 100
+iterations alone, 100 s beside another job); `--threads=1` is far less
+sensitive (90 ms an iteration under load).
 
 breaching works in normalised image space (its step size and TV act on
 `(x - mean) / std`), tfleak in [0, 1]. `--units=stated` gives tfleak its own
