@@ -19,7 +19,6 @@ this favours the side that fails. With --quick the torch loop stops after
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -60,6 +59,19 @@ def main(argv):
     )
     if seeds < 1:
         raise app.UsageError("--seeds must be at least 1.")
+    if FLAGS.threads < 0:
+        raise app.UsageError(f"--threads must be >= 0; got {FLAGS.threads}.")
+    from tfleak.cli import require_finite
+    from tfleak.io import atomic_write_json, check_writable_dir
+
+    require_finite("torch_budget", budget, minimum=0.0, inclusive=(False, True))
+    output = Path(
+        FLAGS.output or f"benchmarks/results/dlg_speed{'_quick' if FLAGS.quick else ''}.json"
+    )
+    try:
+        check_writable_dir(output.parent, "output")
+    except (ValueError, PermissionError) as error:
+        raise app.UsageError(str(error)) from error
 
     import numpy as np
     import tensorflow as tf
@@ -168,11 +180,7 @@ def main(argv):
         "versions": {"tensorflow": tf.__version__, "torch": torch.__version__},
         "runs": rows,
     }
-    output = Path(
-        FLAGS.output or f"benchmarks/results/dlg_speed{'_quick' if FLAGS.quick else ''}.json"
-    )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(output, summary)
     _print_table(summary)
     print(f"Wrote {output}")
 
@@ -244,4 +252,6 @@ def _print_table(summary):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfleak.cli import run
+
+    run(main)

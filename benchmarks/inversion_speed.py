@@ -34,7 +34,6 @@ beside it.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -326,11 +325,15 @@ def main(argv):
     if "ratio" in report:
         print(f"ratio tfleak / breaching seconds per 1000: {report['ratio']:.2f}")
 
-    output.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    from tfleak.io import atomic_write_json
+
+    atomic_write_json(output, report)
     rows = [images] + [sides[s]["reconstruction"][sides[s]["order"]] for s in sides]
     _save_png(output.with_suffix(".png"), rows)
     print(f"Wrote {output} and {output.with_suffix('.png')} (rows: truth, {', '.join(sides)}).")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfleak.cli import run
+
+    run(main)
