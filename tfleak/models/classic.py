@@ -11,7 +11,7 @@ from typing import Sequence
 
 from tensorflow import keras
 
-from tfleak.models.victim import Victim, as_victim
+from tfleak.models.victim import Victim, as_victim, check_classifier_shape
 
 __all__ = ["dense", "mlp", "lenet", "SingleDense", "MLP", "LeNet"]
 
@@ -30,14 +30,7 @@ def _initializer(name: str, seed: int):
 
 
 def _input(input_shape: Sequence[int], num_classes: int):
-    input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(
-            f"input_shape must be (height, width, channels) of positive sizes; got {input_shape}."
-        )
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
-    return keras.Input(input_shape, name="images")
+    return keras.Input(check_classifier_shape(input_shape, num_classes), name="images")
 
 
 def _classifier(num_classes, initializer, seed):

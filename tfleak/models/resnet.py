@@ -37,6 +37,8 @@ from typing import Optional, Sequence
 import numpy as np
 from tensorflow import keras
 
+from tfleak.models.victim import check_classifier_shape
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -189,13 +191,7 @@ def _basic_block(x, filters: int, stride: int, seeds: SeedStream, name: str):
 
 def check_arguments(num_classes, input_shape, width):
     """Validates the arguments every CIFAR victim shares; returns them as ints."""
-    input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(
-            f"input_shape must be (height, width, channels) of positive sizes; got {input_shape}."
-        )
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
+    input_shape = check_classifier_shape(input_shape, num_classes)
     if int(width) < 1:
         raise ValueError(f"width must be a positive number of channels; got {width}.")
     return int(num_classes), input_shape, int(width)

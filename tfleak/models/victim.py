@@ -39,6 +39,7 @@ __all__ = [
     "as_victim",
     "soft_cross_entropy",
     "flatten_gradient",
+    "check_classifier_shape",
 ]
 
 BATCH_NORM_MODES = ("train", "eval")
@@ -71,6 +72,22 @@ def soft_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
       `[batch]` float32, `-sum_c labels[:, c] * log_softmax(logits)[:, c]`.
     """
     return -tf.reduce_sum(labels * tf.nn.log_softmax(logits, axis=-1), axis=-1)
+
+
+def check_classifier_shape(input_shape: Sequence[int], num_classes: int) -> tuple:
+    """Validates a victim builder's `input_shape` and `num_classes`; returns the shape as ints.
+
+    Raises:
+      ValueError: a shape that is not three positive sizes, or fewer than 2 classes.
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(
+            f"input_shape must be (height, width, channels) of positive sizes; got {input_shape}."
+        )
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
+    return input_shape
 
 
 def flatten_gradient(gradient: Sequence[tf.Tensor]) -> tf.Tensor:
