@@ -412,12 +412,8 @@ class GradientInversion:
                         "(float32 precision, if small)"
                     )
                     break
-            values = results.objective_value.numpy()
-            distances = (
-                solver.distances(results.position, *arguments).numpy()
-                if objective.priors
-                else values
-            )
+            # `values` and `distances` are those of the last chunk: the loop
+            # runs at least once and `results` has not moved since.
             distances = np.where(np.isfinite(distances) & np.isfinite(values), distances, np.inf)
             best = int(np.argmin(distances))
             data, logits = solver.unpack(results.position)
