@@ -1,13 +1,17 @@
 """tfleak: how much private data leaks from what a Keras model shares.
 
 Gradient leakage (DLG, iDLG, Inverting Gradients) on any Keras classifier
-wrapped by `as_victim`, model inversion on a split (on-device / server) model,
-and what differential privacy buys back. The public API, one name per line:
+wrapped by `as_victim`, from one gradient (FedSGD) or local steps (FedAvg),
+through defences of the shared update (`tfleak.defenses`); model inversion on
+a split (on-device / server) model, and what differential privacy buys back.
+The public API, one name per line:
 """
 
 from tfleak import attacks
 from tfleak import data
+from tfleak import defenses
 from tfleak import distribute
+from tfleak import federated
 from tfleak import labels
 from tfleak import metrics
 from tfleak import models
@@ -21,7 +25,10 @@ from tfleak.attacks import IDLG
 from tfleak.attacks import AttackResult
 from tfleak.attacks import DummyData
 from tfleak.attacks import InvertingGradients
+from tfleak.defenses import DefendedUpdate
 from tfleak.distribute import get_strategy
+from tfleak.federated import FedAvg
+from tfleak.federated import FedSGD
 from tfleak.models import MLP
 from tfleak.models import LeNet
 from tfleak.models import SingleDense
@@ -36,7 +43,9 @@ __version__ = "0.1.0"
 __all__ = [
     "attacks",
     "data",
+    "defenses",
     "distribute",
+    "federated",
     "labels",
     "metrics",
     "models",
@@ -50,7 +59,10 @@ __all__ = [
     "AttackResult",
     "DummyData",
     "InvertingGradients",
+    "DefendedUpdate",
     "get_strategy",
+    "FedAvg",
+    "FedSGD",
     "LeNet",
     "MLP",
     "SingleDense",

@@ -34,6 +34,7 @@ from tfleak.attacks.lbfgs import BatchedLBFGS
 from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching
 from tfleak.attacks.result import AttackResult
 from tfleak.attacks.trials import RoundMonitor, RoundOutcome, StopRule
+from tfleak.federated import FedSGD
 from tfleak.labels import LABEL_STRATEGIES
 from tfleak.priors import PRIORS
 
@@ -68,6 +69,10 @@ class GradientInversion:
       history_size: correction pairs L-BFGS keeps (PyTorch's default, 100).
       jit_compile: compile the L-BFGS solver with XLA.
       distance: gradient distance, a key of `GRADIENT_DISTANCES`.
+      update: what the client shared and the attacker simulates on its dummy
+        data: `tfleak.federated.FedSGD()` (one gradient), `FedAvg(...)` (local
+        SGD steps, unrolled), or a `tfleak.defenses.DefendedUpdate` (an update
+        through defences; adaptive or naive attacker).
       priors: prior name -> weight (a key of `tfleak.priors.PRIORS`).
       bn_target: what the 'bn' prior matches: 'moving' (the victim's moving
         statistics, known to the server) or 'shared' (batch statistics the
@@ -106,6 +111,7 @@ class GradientInversion:
     history_size: int = 100
     jit_compile: bool = False
     distance: str = "l2"
+    update: object = dataclasses.field(default_factory=FedSGD)
     priors: dict = dataclasses.field(default_factory=dict)
     bn_target: str = "moving"
     bn_first_layer_scale: float = 1.0
@@ -154,6 +160,11 @@ class GradientInversion:
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
         if self.stall_ratio is not None and not 0 < self.stall_ratio <= 1:
             raise ValueError(f"stall_ratio must be in (0, 1] or None; got {self.stall_ratio}.")
+        if not all(hasattr(self.update, m) for m in ("simulate", "gradient_estimate")):
+            raise ValueError(
+                f"update must be a tfleak.federated.FedSGD, FedAvg or a "
+                f"tfleak.defenses.DefendedUpdate; got {self.update!r}."
+            )
         for name, weight in self.priors.items():
             if name not in PRIORS:
                 raise ValueError(
@@ -210,10 +221,18 @@ class GradientInversion:
         batch_size = self._batch_size(batch_size, labels, ground_truth)
         if ground_truth is not None:
             ground_truth = metrics_lib.check_ground_truth(ground_truth, victim, batch_size)
-        fixed_labels = self._labels(victim, observed, batch_size, labels)
+        # Label restoration reads a gradient: under FedAvg, the mean local one.
+        fixed_labels = self._labels(
+            victim, self.update.gradient_estimate(observed, batch_size), batch_size, labels
+        )
         bn_targets = self._bn_targets(victim, batch_statistics)
         objective = GradientMatching(
-            victim, self.distance, self.priors, self.bn_first_layer_scale, self.vectorize
+            victim,
+            self.distance,
+            self.priors,
+            self.bn_first_layer_scale,
+            self.vectorize,
+            update=self.update,
         )
         zero = objective._distance([tf.zeros_like(g) for g in observed], observed)
         zero_distance = float(zero)

@@ -71,6 +71,7 @@ class BatchedLBFGS:
             tuple(sorted(objective.priors.items())),
             objective.bn_first_layer_scale,
             objective.vectorize,
+            repr(objective.update),
             batch_size,
             optimise_labels,
             starts,
@@ -80,7 +81,7 @@ class BatchedLBFGS:
         )
         solvers = _SOLVERS.setdefault(objective.victim, {})
         if key not in solvers:
-            solvers[key] = cls(objective, *key[4:])
+            solvers[key] = cls(objective, *key[5:])
         return solvers[key]
 
     def unpack(self, positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from tfleak.federated import FedSGD
 from tfleak.priors import PriorContext, get_prior
 
 __all__ = [
@@ -82,6 +83,12 @@ class GradientMatching:
         of the 'bn' prior (DeepInversion and GradInversion weigh it more).
       vectorize: evaluate the starts with `tf.vectorized_map`; False builds one
         copy of the per-start graph for each start, side by side.
+      update: what the client shared, as the attacker simulates it on dummy
+        data: `tfleak.federated.FedSGD()` (default: `victim.gradient`),
+        `FedAvg(...)` (local steps unrolled), or a
+        `tfleak.defenses.DefendedUpdate` (an adaptive attacker applies the
+        defences' deterministic parts). The distance compares its `simulate`
+        with the observed update.
 
     Raises:
       ValueError: unknown distance or prior, or a negative or non-finite weight.
@@ -94,8 +101,10 @@ class GradientMatching:
         priors: Optional[Mapping[str, float]] = None,
         bn_first_layer_scale: float = 1.0,
         vectorize: bool = False,
+        update=None,
     ):
         self._victim = weakref.ref(victim)
+        self.update = FedSGD() if update is None else update
         self.distance_name = distance
         self._distance = get_gradient_distance(distance)
         self.priors = {}
@@ -134,10 +143,9 @@ class GradientMatching:
 
         def one(args):
             x, y = args
-            if self.needs_statistics:
-                gradient, statistics = victim.gradient_and_statistics(x, y)
-            else:
-                gradient, statistics = victim.gradient(x, y), []
+            gradient, statistics = self.update.simulate(
+                victim, x, y, observed, statistics=self.needs_statistics
+            )
             return self._distance(gradient, observed), statistics
 
         if data.shape[0] == 1 or not self.vectorize:

@@ -1,0 +1,295 @@
+"""What a federated client shares: one gradient (FedSGD) or several local steps (FedAvg).
+
+A client holding a private batch `x` `[B, h, w, c]` with labels `y` sends the
+server an update of the model's trainable weights `W_0`:
+
+- `FedSGD`: the gradient of the mean loss, `g(W_0; x, y) = dL(F(x, W_0), y) / dW`
+  (what `Victim.gradient` computes; DLG, iDLG and Inverting Gradients attack it).
+- `FedAvg`: `K` local SGD steps on the batch, in a fixed order of mini-batches,
+  and the weight difference (McMahan et al. 2017; Inverting Gradients, Geiping
+  et al. 2020, sec. 5 "Federated averaging"):
+
+      W_{k+1} = W_k - lr * g(W_k; x_{b(k)}, y_{b(k)}),   k = 0 .. K-1,
+      shared:  W_K - W_0 = -lr * sum_k g(W_k; x_{b(k)}, y_{b(k)}),
+
+  where `b(k) = k mod ceil(B / local_batch_size)` is the k-th mini-batch:
+  consecutive slices of the batch, the last one possibly smaller, no shuffling.
+  K = 1 on the whole batch gives `-lr * g(W_0; x, y)`.
+
+Both sides use the same object. The client calls `share(victim, x, y)`; the
+attacker calls `simulate(victim, x', y', observed)` inside its objective, which
+unrolls the K steps differentiably with respect to the dummy data `x'` and
+labels `y'` (as Inverting Gradients' `loss_steps` does through its
+`MetaMonkey`): the victim's layers compute with weight *tensors* `W_k`
+substituted for their variables during the call, so gradients flow through
+every step and the victim's variables are never assigned. The attacker is
+assumed to know K, the local learning rate and batch size, and the order of the
+mini-batches (the server sets them in FedAvg).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import weakref
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+__all__ = ["UPDATES", "FedSGD", "FedAvg", "get_update", "weights_substituted"]
+
+_SLOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _variable_slots(victim) -> list:
+    """`(layer, attribute)` holding each trainable variable, in `trainable_variables` order.
+
+    Raises:
+      ValueError: a trainable variable that is no attribute of a layer (a
+        custom layer keeping its weights in a list), so it cannot be substituted.
+    """
+    if victim in _SLOTS:
+        return _SLOTS[victim]
+    from tfleak.models.victim import _all_layers
+
+    variables = victim.trainable_variables
+    index = {id(v): i for i, v in enumerate(variables)}
+    slots: list = [None] * len(variables)
+    for layer in _all_layers(victim.model):
+        for name, value in vars(layer).items():
+            if isinstance(value, tf.Variable) and id(value) in index:
+                slots[index[id(value)]] = (layer, name)
+    missing = [variables[i].name for i, slot in enumerate(slots) if slot is None]
+    if missing:
+        raise ValueError(
+            f"{victim.name}: the trainable variable(s) {', '.join(missing)} are not attributes "
+            "of a layer (e.g. kept in a list by a custom layer), so local steps cannot compute "
+            "with other weights; use update='gradient' (FedSGD) or standard Keras layers."
+        )
+    _SLOTS[victim] = slots
+    return slots
+
+
+@contextlib.contextmanager
+def weights_substituted(victim, weights: Sequence[tf.Tensor]):
+    """Within the block, the victim's layers compute with `weights` instead of their variables.
+
+    Each layer attribute holding a trainable variable (`kernel`, `bias`,
+    `gamma`, ...) is set to the given tensor, bypassing Keras' tracking, and
+    restored on exit. Nothing is assigned to a variable, so the computation is
+    differentiable with respect to `weights` (and whatever they depend on).
+
+    Args:
+      victim: a `tfleak.models.Victim`.
+      weights: one float32 tensor per `victim.trainable_variables` entry, of
+        its shape.
+    """
+    slots = _variable_slots(victim)
+    originals = [getattr(layer, name) for layer, name in slots]
+    try:
+        for (layer, name), tensor in zip(slots, weights):
+            object.__setattr__(layer, name, tensor)
+        yield
+    finally:
+        for (layer, name), variable in zip(slots, originals):
+            object.__setattr__(layer, name, variable)
+
+
+def _gradient_at(victim, weights, images, probabilities) -> list:
+    """`g(W; x, y)`: gradient of the mean soft cross entropy at weights `W` (tensors)."""
+    from tfleak.models.victim import soft_cross_entropy
+
+    with weights_substituted(victim, weights):
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            logits, _ = victim.forward(images)
+            loss = tf.reduce_mean(soft_cross_entropy(probabilities, logits))
+        return tape.gradient(loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+@dataclasses.dataclass(frozen=True)
+class FedSGD:
+    """One gradient of the mean loss on the whole batch (`Victim.gradient`)."""
+
+    name = "gradient"
+
+    @property
+    def local_steps(self) -> int:
+        return 1
+
+    def steps(self, batch_size: int) -> int:
+        """Local steps the client takes on a batch of `batch_size`: always 1."""
+        return 1
+
+    def share(self, victim, images, labels, seed: int = 0) -> list:
+        """The client's update: `victim.gradient(images, labels)`.
+
+        Args:
+          victim: the `tfleak.models.Victim`.
+          images: `[batch, h, w, c]` float32 in [0, 1].
+          labels: `[batch]` int, or `[batch, classes]` float probabilities.
+          seed: unused (the update is deterministic).
+
+        Returns:
+          One float32 tensor per trainable variable, of its shape.
+        """
+        del seed
+        return victim.gradient(images, labels)
+
+    def simulate(self, victim, images, probabilities, observed=None, statistics=False):
+        """The attacker's differentiable copy of `share`, and the batch-norm statistics.
+
+        Args:
+          victim: the victim.
+          images: `[batch, h, w, c]` float32 dummy images.
+          probabilities: `[batch, classes]` float32 dummy label probabilities.
+          observed: the observed update (unused here; defences read it).
+          statistics: also return `(mean, variance)` per batch-norm layer.
+
+        Returns:
+          `(update, statistics)`: the update as `share` gives it, and a list
+          (empty unless `statistics`).
+        """
+        del observed
+        if statistics:
+            return victim.gradient_and_statistics(images, probabilities)
+        return victim.gradient(images, probabilities), []
+
+    def gradient_estimate(self, observed: Sequence[tf.Tensor], batch_size: int) -> list:
+        """The gradient of the mean loss read off an update (for label restoration)."""
+        del batch_size
+        return list(observed)
+
+
+@dataclasses.dataclass(frozen=True)
+class FedAvg:
+    """`K` local SGD steps on the client's batch; shares `W_K - W_0` (see the module).
+
+    Attributes:
+      local_steps: K, the number of SGD steps; None: `local_epochs` passes
+        over the batch, `ceil(B / local_batch_size)` steps each.
+      local_learning_rate: the client's SGD step size (weight units per unit
+        of gradient), > 0.
+      local_batch_size: examples per local step; None: the whole batch.
+      local_epochs: passes over the batch when `local_steps` is None.
+
+    The update is accumulated as `-lr * sum_k g_k` rather than computed as the
+    difference of two weight tensors, which is the same number without the
+    float32 cancellation of `W_K - W_0`.
+
+    Raises:
+      ValueError: a non-positive step count, learning rate, batch size or
+        number of epochs, or both `local_steps` and `local_epochs` given.
+    """
+
+    local_steps: Optional[int] = None
+    local_learning_rate: float = 1e-4
+    local_batch_size: Optional[int] = None
+    local_epochs: Optional[int] = None
+
+    name = "fedavg"
+
+    def __post_init__(self):
+        if self.local_steps is not None and self.local_epochs is not None:
+            raise ValueError(
+                f"give local_steps ({self.local_steps}) or local_epochs ({self.local_epochs}), "
+                "not both: local_steps counts SGD steps, local_epochs passes over the batch."
+            )
+        for name in ("local_steps", "local_batch_size", "local_epochs"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 or None; got {value}.")
+        rate = self.local_learning_rate
+        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+            raise ValueError(f"local_learning_rate must be a finite number > 0; got {rate}.")
+
+    def _batches(self, batch_size: int) -> list[tuple[int, int]]:
+        size = (
+            batch_size if self.local_batch_size is None else min(self.local_batch_size, batch_size)
+        )
+        return [(lo, min(lo + size, batch_size)) for lo in range(0, batch_size, size)]
+
+    def steps(self, batch_size: int) -> int:
+        """K: local steps the client takes on a batch of `batch_size` examples."""
+        if self.local_steps is not None:
+            return int(self.local_steps)
+        return (self.local_epochs or 1) * len(self._batches(batch_size))
+
+    def _unroll(self, victim, images, probabilities) -> list:
+        batch_size = int(images.shape[0])
+        batches = self._batches(batch_size)
+        weights = [tf.identity(v) for v in victim.trainable_variables]  # W_0, as tensors
+        update = [tf.zeros_like(w) for w in weights]
+        for k in range(self.steps(batch_size)):
+            lo, hi = batches[k % len(batches)]
+            current = weights if k == 0 else [w + u for w, u in zip(weights, update)]
+            gradient = _gradient_at(victim, current, images[lo:hi], probabilities[lo:hi])
+            update = [u - self.local_learning_rate * g for u, g in zip(update, gradient)]
+        return update
+
+    def share(self, victim, images, labels, seed: int = 0) -> list:
+        """The client's update `W_K - W_0`.
+
+        Args:
+          victim: the `tfleak.models.Victim` (its variables are not changed).
+          images: `[batch, h, w, c]` float32 in [0, 1].
+          labels: `[batch]` int, or `[batch, classes]` float probabilities.
+          seed: unused (the mini-batch order is fixed).
+
+        Returns:
+          One float32 tensor per trainable variable, of its shape.
+
+        Raises:
+          ValueError: bad images or labels (as `Victim.gradient`).
+        """
+        del seed
+        images = victim.check_images(images)
+        return self._unroll(victim, images, victim.labels_to_probabilities(labels))
+
+    def simulate(self, victim, images, probabilities, observed=None, statistics=False):
+        """The K steps unrolled on dummy data, differentiable in `images` and `probabilities`.
+
+        The batch-norm statistics (for the 'bn' prior) are those of the whole
+        dummy batch at the shared weights `W_0`, the statistics
+        `victim.batch_statistics(x)` a client would share.
+
+        Returns:
+          `(update, statistics)`, as `FedSGD.simulate`.
+        """
+        del observed
+        update = self._unroll(victim, images, probabilities)
+        return update, (victim.batch_statistics(images) if statistics else [])
+
+    def gradient_estimate(self, observed: Sequence[tf.Tensor], batch_size: int) -> list:
+        """`-update / (lr * K)`: the mean of the K local gradients.
+
+        Equal to the gradient of the mean loss for K = 1 on the whole batch; an
+        approximation otherwise (the weights move between steps, and mini-batches
+        of unequal size weigh unequally), which is how label restoration reads a
+        FedAvg update (Geng et al. 2021, sec. 3).
+        """
+        scale = -1.0 / (self.local_learning_rate * self.steps(batch_size))
+        return [tf.convert_to_tensor(u) * scale for u in observed]
+
+
+UPDATES = {"gradient": FedSGD, "fedavg": FedAvg}
+
+
+def get_update(name: str, **kwargs):
+    """Builds the update registered as `name` ('gradient' or 'fedavg') with `kwargs`.
+
+    Raises:
+      ValueError: an unknown name, or arguments the update does not take.
+    """
+    if name not in UPDATES:
+        raise ValueError(f"unknown update {name!r}; choose one of {', '.join(UPDATES)}.")
+    if name == "gradient" and any(v is not None for v in kwargs.values()):
+        given = ", ".join(k for k, v in kwargs.items() if v is not None)
+        raise ValueError(
+            f"{given} configure FedAvg's local steps; use update='fedavg' with them, or drop "
+            "them for one gradient (FedSGD)."
+        )
+    if name == "gradient":
+        return FedSGD()
+    return FedAvg(**{k: v for k, v in kwargs.items() if v is not None})
