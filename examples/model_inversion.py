@@ -33,6 +33,7 @@ import functools
 import io
 import json
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ from tfleak.plotting import plot_image_rows
 from tfleak.split.defenses import CodeNoise, NoPeekTarget
 from tfleak.split.reidentification import best_median_worst, reidentify
 from tfleak.split.whitebox import WhiteBoxInversion
-from tfleak.training import ON_CONFIG_CHANGE, ConfigMismatchError
+from tfleak.training import ON_CONFIG_CHANGE, ConfigMismatchError, epochs_done
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -178,6 +179,12 @@ flags.DEFINE_enum(
     list(ON_CONFIG_CHANGE),
     "A rerun into an output directory written with other flags: refuse, or "
     "restart the phases whose configuration changed.",
+)
+flags.DEFINE_bool(
+    "skip_unfinished_dp",
+    False,
+    "Leave out (and do not train) the DP targets whose checkpoint holds fewer than "
+    "--dp_epochs epochs: attacks and tables for what a run cut short has finished.",
 )
 flags.DEFINE_string("output_dir", "results/model_inversion", "Where results go.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling, dropout and noise.")
@@ -330,12 +337,22 @@ def train_targets(parsed, data, strategy, output_dir) -> list[dict]:
     )
     privacy.save_on_device(plain.on_device_model, models_dir / "plain.keras")
     targets.append(dict(name="plain", kind="plain", run=run, model=plain, norm="batch"))
-    index = 0
+    # Each target's seed is fixed by its place in the full grid (norms in NORMALIZATIONS'
+    # order, then NoPeek), whatever --dp_norms names and in which order: a run of some norms
+    # trains the same targets as a run of all of them, and each resumes the other's checkpoints.
+    norms = list(split.NORMALIZATIONS)
     for norm in FLAGS.dp_norms if parsed["noises"] else ():
-        for noise in parsed["noises"]:
-            index += 1
+        for position, noise in enumerate(parsed["noises"]):
+            index = norms.index(norm) * len(parsed["noises"]) + position + 1
             name = f"dp_{norm}_noise{noise:g}"
             seed = FLAGS.seed + 1000 * index
+            done = epochs_done(output_dir / "checkpoints" / name)
+            if FLAGS.skip_unfinished_dp and done < FLAGS.dp_epochs:
+                log(
+                    f"{name}: {done}/{FLAGS.dp_epochs} epochs done; left out (--skip_unfinished_dp)"
+                )
+                targets.append(dict(name=name, kind="dp", skipped=done))
+                continue
             keras.utils.set_random_seed(seed)
             with strategy.scope():
                 model = privacy.build_dp_target(
@@ -361,8 +378,8 @@ def train_targets(parsed, data, strategy, output_dir) -> list[dict]:
             )
             privacy.save_on_device(privacy.cut_on_device(model), models_dir / f"{name}.keras")
             targets.append(dict(name=name, kind="dp", run=run, noise=noise, norm=norm))
-    for alpha in parsed["alphas"]:
-        index += 1
+    for position, alpha in enumerate(parsed["alphas"]):
+        index = len(norms) * len(parsed["noises"]) + position + 1
         name = f"nopeek_alpha{alpha:g}"
         seed = FLAGS.seed + 1000 * index
         keras.utils.set_random_seed(seed)
@@ -562,6 +579,8 @@ def run_experiment(parsed: dict, output_dir: Path) -> dict:
     )
 
     targets = train_targets(parsed, data, strategy, output_dir)
+    unfinished = {t["name"]: t["skipped"] for t in targets if "skipped" in t}
+    targets = [t for t in targets if "skipped" not in t]
     plain = targets[0]
     results = {
         "rows": [],
@@ -577,6 +596,7 @@ def run_experiment(parsed: dict, output_dir: Path) -> dict:
             "table. For norm 'batch' it is the accountant's number only: batch statistics mix "
             "examples and the moving statistics ship un-noised."
         ),
+        "unfinished_dp_targets_epochs_done": unfinished,
         "timings": {"target_seconds_per_epoch": plain["run"].seconds_per_epoch},
         "config": {name: FLAGS[name].value for name in FLAGS if name in _OWN_FLAGS},
     }
@@ -602,8 +622,12 @@ def run_experiment(parsed: dict, output_dir: Path) -> dict:
     figure_rows, titles, saved_plain = [list(test_images[:NUM_SHOWN])], ["original"], None
     for index, (target, defense, strength) in enumerate(jobs):
         row = _target_row(target, n_train)
+        # A row's seeds depend on the row alone, not on which other rows this run has: a
+        # rerun with more targets or defences reuses the rows already done.
+        key = f"{target['name']} {defense.mechanism} {strength}"
+        row_seed = FLAGS.seed + zlib.crc32(key.encode()) % 100_000
         if defense.mechanism != "none":
-            keras.utils.set_random_seed(FLAGS.seed + 77 + index)
+            keras.utils.set_random_seed(row_seed + 77)
             row.update(
                 name=f"plain + {defense.mechanism} {strength:g}",
                 kind="code_noise",
@@ -622,7 +646,7 @@ def run_experiment(parsed: dict, output_dir: Path) -> dict:
             data,
             strategy,
             output_dir,
-            FLAGS.seed + 500 + index,
+            row_seed + 500,
             test_images,
             mean_image,
         )
@@ -719,35 +743,58 @@ def _tradeoff_figure(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, key, label in (
-        (axes[0], "attacker_mse", "decoder"),
-        (axes[0], "whitebox_mse", "white box"),
-        (axes[1], "reidentification_top1", "decoder"),
-        (axes[1], "whitebox_reidentification_top1", "white box"),
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    kinds = (
+        ("plain", "o", "plain"),
+        ("code_noise", "s", "code noise"),
+        ("nopeek", "^", "NoPeek"),
+        ("dp", "D", "DP-Adam (weights)"),
+    )
+    for axis, (key, white_key), ylabel in (
+        (axes[0], ("attacker_mse", "whitebox_mse"), "attack test MSE (higher = safer)"),
+        (
+            axes[1],
+            ("reidentification_top1", "whitebox_reidentification_top1"),
+            "re-identification top-1",
+        ),
     ):
-        rows = [
-            r
-            for r in results["rows"]
-            if r["kind"] in ("plain", "code_noise", "nopeek")
-            and r.get(key) is not None
-            and r.get("val_accuracy") is not None
-        ]
-        axis.scatter([r["val_accuracy"] for r in rows], [r[key] for r in rows], label=label)
-        for r in rows:
-            axis.annotate(
-                r["name"].replace("plain + ", ""), (r["val_accuracy"], r[key]), fontsize=6
-            )
+        for attack_key, colour, attack in ((key, "C0", "decoder"), (white_key, "C3", "white box")):
+            for kind, marker, kind_label in kinds:
+                rows = [
+                    r
+                    for r in results["rows"]
+                    if r["kind"] == kind
+                    and r.get(attack_key) is not None
+                    and r.get("val_accuracy") is not None
+                ]
+                if not rows:
+                    continue
+                axis.scatter(
+                    [r["val_accuracy"] for r in rows],
+                    [r[attack_key] for r in rows],
+                    marker=marker,
+                    c=colour,
+                    label=f"{attack}, {kind_label}",
+                )
+                if attack == "decoder":
+                    for r in rows:
+                        axis.annotate(
+                            r["name"].replace("plain + ", "").replace("_noise", " "),
+                            (r["val_accuracy"], r[attack_key]),
+                            fontsize=6,
+                        )
+        axis.set(xlabel="target validation accuracy", ylabel=ylabel)
     axes[0].axhline(results["baseline_mse"], ls="--", c="grey", label="mean image")
-    axes[0].set(xlabel="target validation accuracy", ylabel="attack test MSE (higher = safer)")
     chance = results["rows"][0].get("chance_top1")
     if chance is not None:
         axes[1].axhline(chance, ls="--", c="grey", label="chance")
-    axes[1].set(xlabel="target validation accuracy", ylabel="re-identification top-1")
-    for axis in axes:
-        axis.legend(fontsize=7)
-    figure.suptitle("Defences of the code: utility against attack success", fontsize=10)
-    figure.tight_layout()
+    handles, labels = axes[1].get_legend_handles_labels()
+    mean_handle = axes[0].get_legend_handles_labels()[0][-1]
+    figure.legend(handles + [mean_handle], labels + ["mean image"], fontsize=7, loc="center right")
+    figure.suptitle(
+        "Utility against attack success: code defences, NoPeek and DP-Adam targets", fontsize=10
+    )
+    figure.tight_layout(rect=(0, 0, 0.83, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
@@ -785,6 +832,13 @@ def markdown_tables(results: dict) -> str:
         f"\nMean-image baseline MSE: {results['baseline_mse']:.4f}; re-identification chance "
         f"top-1 {cell(chance)}. Decoder: {results['decoder']}.\n"
     )
+    unfinished = results.get("unfinished_dp_targets_epochs_done") or {}
+    if unfinished:
+        lines.append(
+            "Left out, unfinished (--skip_unfinished_dp; epochs done): "
+            + ", ".join(f"{name} {done}" for name, done in unfinished.items())
+            + "\n"
+        )
     return "\n".join(lines)
 
 
@@ -794,7 +848,7 @@ _OWN_FLAGS = (
     "epsilon_conversion decoder attacker_epochs attacker_learning_rate mnist_surrogates "
     "holdout_alphabet patience whitebox_images whitebox_steps whitebox_learning_rate "
     "whitebox_tv gaussian_stddevs laplace_epsilons nopeek_alphas limit strategy "
-    "on_config_change output_dir seed"
+    "on_config_change skip_unfinished_dp output_dir seed"
 ).split()
 
 

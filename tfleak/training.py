@@ -30,6 +30,7 @@ __all__ = [
     "ConfigMismatchError",
     "ON_CONFIG_CHANGE",
     "TrainingRun",
+    "epochs_done",
     "train_resumable",
 ]
 
@@ -315,6 +316,14 @@ def train_resumable(
             )
         run.best_epoch = best["epoch"]
     return run
+
+
+def epochs_done(checkpoint_dir) -> int:
+    """Epochs that `train_resumable`'s checkpoint in `checkpoint_dir` holds (0 if none)."""
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    if latest is None:
+        return 0
+    return int(tf.train.load_variable(latest, "epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def _save_weights_atomically(model: keras.Model, path: Path) -> None:
