@@ -26,6 +26,8 @@ from tfleak.attacks import AttackResult
 from tfleak.attacks import DummyData
 from tfleak.attacks import InvertingGradients
 from tfleak.defenses import DefendedUpdate
+from tfleak.audit import AuditReport
+from tfleak.audit import audit
 from tfleak.distribute import get_strategy
 from tfleak.federated import FedAvg
 from tfleak.federated import FedSGD
@@ -59,6 +61,8 @@ __all__ = [
     "AttackResult",
     "DummyData",
     "InvertingGradients",
+    "AuditReport",
+    "audit",
     "DefendedUpdate",
     "get_strategy",
     "FedAvg",

@@ -1,0 +1,109 @@
+"""tfleak.audit on a user's own small Keras model and a real image folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow import keras
+
+import tfleak
+
+
+@pytest.fixture(scope="module")
+def image_folder(shared_data, tmp_path_factory):
+    """A user's folder: two real CIFAR-10 (JPEG) test images each of 'cat' and 'ship'."""
+    root = tmp_path_factory.mktemp("photos")
+    for name in ("cat", "ship"):
+        (root / name).mkdir()
+        for path in sorted((shared_data / "cifar10" / "test" / name).iterdir())[:2]:
+            shutil.copy(path, root / name / path.name)
+    return root
+
+
+def _user_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(8, 4, strides=4, activation="sigmoid"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_audit_of_a_user_model_on_an_image_folder_writes_its_report(image_folder, tmp_path):
+    model = _user_model()
+    weights = [w.copy() for w in model.get_weights()]
+    report = tfleak.audit(
+        model,
+        image_folder,
+        defenses=[None, "prune:0.5"],
+        batches=1,
+        iterations=200,
+        output_dir=tmp_path,
+        verbose=0,
+    )
+    clean, pruned = report.settings
+    assert (clean.defense, pruned.defense) == ("none", "prune:0.5")
+    # Measured: 21.5 dB without a defence, 16.6 dB with half of each tensor pruned.
+    assert clean.psnr > 18.0 and clean.label_accuracy == 1.0
+    assert clean.psnr > pruned.psnr
+    assert clean.recovered_20db in (0.0, 1.0) and clean.images == 1
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["settings"][0]["psnr"] == pytest.approx(clean.psnr)
+    assert "| FedSGD() | prune:0.5 | inverting_gradients |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "worst_leaks.png").stat().st_size > 0
+    # The user's model was never changed.
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_audit_takes_a_dataset_and_skips_what_the_budget_does_not_allow():
+    images = tf.random.stateless_uniform((2, 32, 32, 3), seed=[0, 1])
+    dataset = tf.data.Dataset.from_tensor_slices((images, tf.constant([0, 1])))
+    report = tfleak.audit(
+        _user_model(), dataset, attacks=["idlg", "dlg"], iterations=5, time_budget_s=0, verbose=0
+    )
+    assert [s.skipped for s in report.settings] == ["time budget of 0 s spent"] * 2
+    assert "skipped: time budget" in report.to_markdown()
+
+
+@pytest.mark.parametrize(
+    "make_model, data, message",
+    [
+        (
+            lambda: keras.Sequential(
+                [
+                    keras.Input((32, 32, 3)),
+                    keras.layers.Conv2D(2, 3),
+                    keras.layers.GlobalAveragePooling2D(),
+                ]
+            ),
+            None,
+            "does not end in a Dense classifier .*GlobalAveragePooling2D",
+        ),
+        (
+            _user_model,
+            tf.data.Dataset.from_tensor_slices((tf.zeros((2, 16, 16, 3)), tf.constant([0, 1]))),
+            r"images are shaped \[16, 16, 3\] but sequential.* takes \[32, 32, 3\]",
+        ),
+        (_user_model, "empty", "has no|one class folder|no image"),
+        (lambda: "model.keras", None, "audit needs a keras.Model classifier; got str"),
+    ],
+    ids=["no-dense-classifier", "wrong-input-shape", "empty-folder", "not-a-model"],
+)
+def test_audit_refuses_what_it_cannot_attack(make_model, data, message, tmp_path):
+    if data == "empty":
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        data = tmp_path
+    data = data if data is not None else tmp_path
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        tfleak.audit(make_model(), data, verbose=0)
