@@ -167,6 +167,21 @@ def test_the_adaptive_model_of_a_deterministic_chain_reproduces_the_release():
     assert _max_difference(naive, observed) > 1e-4
 
 
+def test_the_adaptive_dpsgd_model_clips_the_dummy_examples_differentiably():
+    victim, (images, labels) = _tiny(), _batch()
+    chain = DefendedUpdate(FedSGD(), (DPSGD(0.01, 0.0),))
+    observed = chain.share(victim, images, labels)
+    dummy = tf.Variable(images + 0.05)
+    with tf.GradientTape() as tape:
+        simulated, _ = chain.simulate(victim, dummy, tf.one_hot(labels, 5), observed)
+        distance = tf.add_n([tf.reduce_sum(tf.square(s - o)) for s, o in zip(simulated, observed)])
+    gradient = tape.gradient(distance, dummy)
+    assert float(tf.norm(gradient)) > 0 and bool(tf.reduce_all(tf.math.is_finite(gradient)))
+    # Each clipped example has norm <= 0.01, so their mean does too.
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(s)) for s in simulated]))
+    assert float(norm) <= 0.01 + 1e-7
+
+
 # -- the attacker told about the pruning ---------------------------------------------
 
 
