@@ -189,7 +189,7 @@ def test_adaptive_attack_on_a_pruned_update_beats_the_naive_one(shared_data):
     from tfleak.data import load_examples
 
     images, labels, _ = load_examples("cifar10", [0], "test", str(shared_data))
-    images = tf.image.resize(images, (8, 8), "area").numpy()  # a real cat, 8 x 8
+    images = tf.image.resize(images, (8, 8), "area").numpy()  # a real airplane, 8 x 8
     victim = _tiny(conv=8, side=8)
     release = DefendedUpdate(FedSGD(), (Prune(0.7),))
     observed = release.share(victim, images, labels)
