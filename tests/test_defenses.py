@@ -143,13 +143,21 @@ def test_prune_keeps_the_largest_magnitudes_and_the_attacker_reads_the_mask():
 def test_quantize_by_hand(mode, expected):
     (quantised,) = Quantize(mode).apply([tf.constant([0.2, -1.0, 0.6])])
     np.testing.assert_allclose(quantised.numpy(), expected, rtol=1e-6)
-    # The adaptive attacker's copy has the quantised value and passes the gradient through.
-    dummy = tf.Variable([0.2, -1.0, 0.6])
+
+
+def test_the_adaptive_quantiser_counts_only_the_distance_outside_the_rounding_cell():
+    # 2 bits shared [0, -1, 1] (scale 1, one level each side): every value within
+    # 1/2 of a shared one rounds to it. 0.3 and -1.2 are inside their cells and
+    # seen as the shared value; 1.8 is 0.3 beyond the cell of 1 and seen as 1.3.
+    dummy = tf.Variable([0.3, -1.2, 1.8])
     with tf.GradientTape() as tape:
-        (view,) = Quantize(mode).attacker_view([dummy], None)
+        (view,) = Quantize(2).attacker_view([dummy], [tf.constant([0.0, -1.0, 1.0])])
         total = tf.reduce_sum(view * [1.0, 2.0, 3.0])
-    np.testing.assert_allclose(view.numpy(), expected, rtol=1e-6)
-    np.testing.assert_array_equal(tape.gradient(total, dummy).numpy(), [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(view.numpy(), [0.0, -1.0, 1.3], rtol=1e-6)
+    np.testing.assert_array_equal(tape.gradient(total, dummy).numpy(), [0.0, 0.0, 3.0])
+    # 'sign': a smooth sign, tanh(d / (max |d| / 20)), +-1 but for the smallest entries.
+    (soft,) = Quantize("sign").attacker_view([tf.constant([0.5, -2.0, 1e-4])], None)
+    np.testing.assert_allclose(soft.numpy(), [1.0, -1.0, 1e-3], atol=2e-4)
 
 
 def test_the_adaptive_model_of_a_deterministic_chain_reproduces_the_release():

@@ -28,9 +28,9 @@ is the attacker's model of it. A naive attacker (`adaptive=False`) matches its
 dummy update to the defended observation as if nothing had been done; an
 adaptive one applies each defence's deterministic part to its dummy update
 (`Defense.attacker_view`): the pruning mask read off the observed update's
-zeros, the same quantiser (values from the quantiser, gradients passed
-straight through), DP-SGD's per-example clipping. Noise has no deterministic
-part.
+zeros, the quantiser's cells (a dummy value counts as matched anywhere in the
+cell that rounds to the observed one; a smooth sign for 'sign'), DP-SGD's
+per-example clipping. Noise has no deterministic part.
 
 Strings `NAME:STRENGTH` (`noise:1e-3`, `dpsgd:1.0/0.5` for clip / noise
 multiplier, `prune:0.9`, `quantize:8`, `quantize:float16`, `quantize:sign`)
@@ -198,9 +198,32 @@ class Quantize(Defense):
         return [self._quantise(u) for u in update]
 
     def attacker_view(self, dummy, observed) -> list:
-        """The quantised dummy update, with the gradient passed straight through the rounding."""
-        del observed
-        return [d + tf.stop_gradient(self._quantise(d) - d) for d in dummy]
+        """The dummy update seen through the quantiser, differentiably.
+
+        Rounding is piecewise constant, so matching `quantise(d)` gives an
+        optimiser no gradient (and L-BFGS's line search no decrease). Instead:
+        - k bits and float16: every observed value `o` stands for the cell
+          `[o - h, o + h]` of values that round to it (`h = s / (2 L)`, with
+          the scale `s = max |o|` the observation keeps; `h = |o| 2^-11` for
+          float16), and the view `d - clip(d - o, -h, h)` equals `o` wherever
+          `d` rounds to `o`, so the distance counts only how far `d` is outside
+          its cell;
+        - sign: a smooth sign, `tanh(d / t)` with `t = max |d| / 20` (held
+          constant), which is +-1 for all but the smallest entries.
+        """
+        if self.mode == "sign":
+            return [
+                tf.tanh(d / tf.stop_gradient(tf.reduce_max(tf.abs(d)) / 20.0 + 1e-12))
+                for d in dummy
+            ]
+        views = []
+        for d, o in zip(dummy, observed):
+            if self.mode == "float16":
+                half_cell = tf.abs(o) * 2.0**-11
+            else:
+                half_cell = tf.reduce_max(tf.abs(o)) / (2.0 * (2 ** (self.mode - 1) - 1))
+            views.append(d - tf.clip_by_value(d - o, -half_cell, half_cell))
+        return views
 
     @property
     def spec(self) -> str:
