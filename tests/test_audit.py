@@ -46,14 +46,14 @@ def test_audit_of_a_user_model_on_an_image_folder_writes_its_report(image_folder
         image_folder,
         defenses=[None, "prune:0.5"],
         batches=1,
-        iterations=200,
+        iterations=100,
         output_dir=tmp_path,
         verbose=0,
     )
     clean, pruned = report.settings
     assert (clean.defense, pruned.defense) == ("none", "prune:0.5")
-    # Measured: 21.5 dB without a defence, 16.6 dB with half of each tensor pruned.
-    assert clean.psnr > 18.0 and clean.label_accuracy == 1.0
+    # Measured: 19.3 dB without a defence, 14.7 dB with half of each tensor pruned.
+    assert clean.psnr > 16.0 and clean.label_accuracy == 1.0
     assert clean.psnr > pruned.psnr
     assert clean.recovered_20db in (0.0, 1.0) and clean.images == 1
     saved = json.loads((tmp_path / "report.json").read_text())

@@ -101,7 +101,7 @@ def test_fedavg_attack_recovers_a_real_image_and_keeps_the_engine_default(shared
     observed = update.share(victim, images, labels)
     attack = tfleak.IDLG(
         optimizer="adam",
-        iterations=300,
+        iterations=150,
         learning_rate=0.1,
         schedule="step",
         restarts=0,
@@ -110,7 +110,7 @@ def test_fedavg_attack_recovers_a_real_image_and_keeps_the_engine_default(shared
     )
     assert "update=FedAvg(local_steps=2, local_learning_rate=0.1" in repr(attack)
     result = attack(victim, observed, labels=labels, ground_truth=(images, labels), verbose=0)
-    assert result.metrics["psnr"] > 30.0
+    assert result.metrics["psnr"] > 30.0  # measured 58.8 dB in 300 steps, 37.7 dB in 150
     assert repr(tfleak.DLG().update) == "FedSGD()"
 
 
