@@ -1,4 +1,4 @@
-"""Gradient inversion of a private batch: DLG, iDLG, Inverting Gradients on real images.
+"""Gradient inversion of a private batch: DLG, iDLG, Inverting Gradients, GradInversion.
 
 A client computes the gradient of its training loss on a private batch (a
 FedSGD update) with a victim Keras model, fresh or trained; the attacker
@@ -7,6 +7,8 @@ reconstruction to the truth and scores it.
 
     python examples/gradinversion.py --attack=inverting_gradients --model=resnet20 \
         --dataset=cifar10 --data_dir=../shared/data --batch_size=4 --iterations=2000
+    python examples/gradinversion.py --attack=gradinversion --model=resnet20 \
+        --dataset=cifar10 --data_dir=../shared/data --batch_size=8 --group_size=4
     python examples/gradinversion.py --attack=dlg --model=lenet --dataset=cifar10 \
         --data_dir=../shared/data --indices=3
     python examples/gradinversion.py --attack=inverting_gradients --dataset=folder \
@@ -30,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-ATTACKS = ("dlg", "idlg", "inverting_gradients")
+ATTACKS = ("dlg", "idlg", "inverting_gradients", "gradinversion")
 MODELS = ("lenet", "convnet", "resnet20", "resnet32", "resnet18", "mlp", "dense")
 
 FLAGS = flags.FLAGS
@@ -67,7 +69,18 @@ flags.DEFINE_integer("trained_epochs", 0, "Train the victim on CIFAR-10 (JPEG) f
 flags.DEFINE_integer("iterations", None, "Optimiser iterations per round (default: the attack's).")
 flags.DEFINE_float("learning_rate", None, "First-order step size (default: the attack's).")
 flags.DEFINE_integer(
-    "group_size", 1, "Random starts optimised together in one vectorised graph; best one wins."
+    "group_size",
+    None,
+    "Random starts (seeds) optimised together in one graph; the best one wins. For "
+    "gradinversion, the group of seeds of its group consistency (default: the attack's, 8 "
+    "for gradinversion, else 1).",
+)
+flags.DEFINE_enum(
+    "registration",
+    None,
+    ["translation", "none"],
+    "gradinversion: align seeds by translation before forming the consensus, or use the plain "
+    "mean (default: translation).",
 )
 flags.DEFINE_integer("restarts", None, "Further rounds from new starts (default: the attack's).")
 flags.DEFINE_integer("seed", 0, "Seed of the drawn batch and of the dummy data.")
@@ -83,7 +96,7 @@ def _validate_flags() -> Path:
     from tfleak.io import check_writable_dir
 
     for name in ("batch_size", "group_size", "image_size"):
-        if getattr(FLAGS, name) < 1:
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be at least 1; got {getattr(FLAGS, name)}.")
     for name in ("iterations",):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
@@ -125,8 +138,15 @@ def _make_attack():
         "dlg": tfleak.DLG,
         "idlg": tfleak.IDLG,
         "inverting_gradients": tfleak.InvertingGradients,
+        "gradinversion": tfleak.GradInversion,
     }[FLAGS.attack]
-    overrides = {"seed": FLAGS.seed, "starts_per_round": FLAGS.group_size}
+    overrides = {"seed": FLAGS.seed}
+    if FLAGS.group_size is not None:
+        overrides["starts_per_round"] = FLAGS.group_size
+    if FLAGS.registration is not None:
+        if FLAGS.attack != "gradinversion":
+            raise app.UsageError("--registration applies to --attack=gradinversion only.")
+        overrides["registration"] = FLAGS.registration
     for name in ("iterations", "learning_rate", "restarts"):
         if getattr(FLAGS, name) is not None:
             overrides[name] = getattr(FLAGS, name)
@@ -211,6 +231,8 @@ def main(argv):
         "ssim_per_image": metrics.get("ssim_per_image"),
         "psnr_capped_at": metrics.get("psnr_capped_at"),
         "label_accuracy": metrics.get("label_accuracy"),
+        "consensus_psnr": result.consensus_metrics.get("psnr"),
+        "consensus_ssim": result.consensus_metrics.get("ssim"),
         "labels_true": labels.tolist(),
         "labels_pred": None if result.labels is None else result.labels.tolist(),
         "matching": metrics.get("order"),

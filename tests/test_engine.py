@@ -61,7 +61,8 @@ def test_batch_norm_prior_is_zero_at_the_target_statistics():
 
 
 def test_unknown_prior_lists_the_registered_ones():
-    with pytest.raises(ValueError, match="unknown prior 'sharpness'; choose one of bn, l2, tv"):
+    message = "unknown prior 'sharpness'; choose one of bn, group, l2, tv"
+    with pytest.raises(ValueError, match=message):
         tfleak.InvertingGradients(priors={"sharpness": 1.0})
 
 

@@ -24,6 +24,7 @@ from tfleak.attacks import GradientInversion
 from tfleak.attacks import IDLG
 from tfleak.attacks import AttackResult
 from tfleak.attacks import DummyData
+from tfleak.attacks import GradInversion
 from tfleak.attacks import InvertingGradients
 from tfleak.defenses import DefendedUpdate
 from tfleak.audit import AuditReport
@@ -60,6 +61,7 @@ __all__ = [
     "IDLG",
     "AttackResult",
     "DummyData",
+    "GradInversion",
     "InvertingGradients",
     "AuditReport",
     "audit",

@@ -19,9 +19,14 @@ GradInversion eq. 2 and its fidelity priors R_fidelity = a_TV R_TV + a_l2 R_l2
   the target statistics (the victim's moving statistics, known to the server,
   or the client's batch statistics when the threat model says they are shared).
   The first layer's term is multiplied by `first_layer_scale`.
+- `group`: group consistency (GradInversion, Yin et al. 2021, sec. 3.3, eq. 8):
+  the squared distance of each start (seed) from the group's consensus, the
+  registered mean of all seeds (`tfleak.registration.group_consensus`), held
+  fixed between refreshes; here its mean over pixels, like `l2`. Zero until the
+  attack has formed a consensus (after its warm-up).
 
-Priors see all starts at once, so a prior that couples starts (GradInversion's
-group consistency) fits the same interface.
+Priors see all starts at once, so a prior that couples starts fits the same
+interface.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "total_variation",
     "l2_norm",
     "batch_norm_statistics",
+    "group_consistency",
     "PRIORS",
     "get_prior",
 ]
@@ -51,10 +57,16 @@ class PriorContext:
         from the same forward pass as the gradient.
       targets: per batch-norm layer, `(mean [channels], variance [channels])`
         that the statistics should match.
+      consensus: `[batch, h, w, c]`, the group's consensus for the `group`
+        prior (None: no consensus yet).
+      consensus_weight: scalar float32 multiplying the `group` prior, 0 before
+        the first consensus is formed and 1 after.
     """
 
     statistics: Sequence = ()
     targets: Sequence = ()
+    consensus: Optional[tf.Tensor] = None
+    consensus_weight: Optional[tf.Tensor] = None
 
 
 def total_variation(data: tf.Tensor, context: Optional[PriorContext] = None) -> tf.Tensor:
@@ -90,7 +102,28 @@ def batch_norm_statistics(
     return total
 
 
-PRIORS = {"tv": total_variation, "l2": l2_norm, "bn": batch_norm_statistics}
+def group_consistency(data: tf.Tensor, context: PriorContext) -> tf.Tensor:
+    """Mean squared distance of every start from the consensus, `[starts]` float32 >= 0.
+
+    `mean (x_s - consensus)^2` over the batch and pixels of start `s`, times
+    `context.consensus_weight`; zero without a consensus. The consensus is a
+    constant here (no gradient flows into it).
+    """
+    if context is None or context.consensus is None:
+        return tf.zeros(tf.shape(data)[:1])
+    consensus = tf.stop_gradient(context.consensus)[None]
+    value = tf.reduce_mean(tf.square(data - consensus), axis=[1, 2, 3, 4])
+    if context.consensus_weight is not None:
+        value = value * context.consensus_weight
+    return value
+
+
+PRIORS = {
+    "tv": total_variation,
+    "l2": l2_norm,
+    "bn": batch_norm_statistics,
+    "group": group_consistency,
+}
 
 
 def get_prior(name: str):

@@ -1,9 +1,10 @@
-"""Gradient inversion attacks on one engine: DLG, iDLG, Inverting Gradients."""
+"""Gradient inversion attacks on one engine: DLG, iDLG, Inverting Gradients, GradInversion."""
 
 from tfleak.attacks.base import BN_TARGETS, OPTIMIZERS, GradientInversion
 from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
 from tfleak.attacks.dlg import DLG, IDLG
 from tfleak.attacks.dummy import DummyData
+from tfleak.attacks.gradinversion import GRADINVERSION_PRIORS, GradInversion
 from tfleak.attacks.inverting_gradients import InvertingGradients
 from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching, get_gradient_distance
 from tfleak.attacks.result import AttackResult, Snapshot
@@ -13,6 +14,8 @@ __all__ = [
     "DLG",
     "IDLG",
     "InvertingGradients",
+    "GradInversion",
+    "GRADINVERSION_PRIORS",
     "OPTIMIZERS",
     "BN_TARGETS",
     "SCHEDULES",

@@ -37,6 +37,7 @@ from tfleak.attacks.trials import RoundMonitor, RoundOutcome, StopRule
 from tfleak.federated import FedSGD
 from tfleak.labels import LABEL_STRATEGIES
 from tfleak.priors import PRIORS
+from tfleak.registration import REGISTRATIONS
 
 __all__ = ["GradientInversion", "OPTIMIZERS", "BN_TARGETS"]
 
@@ -91,6 +92,15 @@ class GradientInversion:
       stall_window: iterations over which progress is measured.
       stall_floor: a round below this relative distance is in the basin of a
         solution: it runs on, and no further round follows it.
+      group_every: with the 'group' prior (GradInversion's group consistency;
+        the round's starts are the group's seeds), steps between refreshes of
+        the consensus.
+      group_warmup: steps before the first consensus.
+      registration: how seeds are aligned before averaging: 'translation'
+        (cross-correlation) or 'none' (the plain mean); see
+        `tfleak.registration`.
+      max_shift: largest registration offset in pixels (None: a quarter of
+        the image height).
       snapshot_every: iterations between progress snapshots (and the chunk
         of iterations run in one graph call).
       seed: seed of the first start; start `i` of round `r` uses
@@ -122,6 +132,10 @@ class GradientInversion:
     stall_ratio: Optional[float] = None
     stall_window: int = 300
     stall_floor: float = 1e-5
+    group_every: int = 100
+    group_warmup: int = 100
+    registration: str = "translation"
+    max_shift: Optional[int] = None
     snapshot_every: int = 10
     seed: int = 0
 
@@ -134,16 +148,23 @@ class GradientInversion:
             "label_strategy": ("optimize", "known", *LABEL_STRATEGIES),
             "schedule": SCHEDULES,
             "bn_target": BN_TARGETS,
+            "registration": REGISTRATIONS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(valid)}."
                 )
-        for name in ("iterations", "starts_per_round", "snapshot_every", "stall_window"):
+        for name in (
+            "iterations",
+            "starts_per_round",
+            "snapshot_every",
+            "stall_window",
+            "group_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}.")
-        for name in ("restarts", "warmup"):
+        for name in ("restarts", "warmup", "group_warmup"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}.")
         for name in (
@@ -172,6 +193,20 @@ class GradientInversion:
                 )
             if not (math.isfinite(float(weight)) and float(weight) >= 0):
                 raise ValueError(f"prior {name!r} needs a finite weight >= 0; got {weight}.")
+        if self.priors.get("group", 0) > 0:
+            if self.optimizer == "lbfgs":
+                raise ValueError(
+                    "the 'group' prior (group consistency) needs a first-order optimizer: its "
+                    "consensus is refreshed between steps. Use optimizer='adam' or 'sgd'."
+                )
+            if self.starts_per_round < 2:
+                raise ValueError(
+                    "the 'group' prior (group consistency) needs a group of seeds: set "
+                    f"starts_per_round to 2 or more (GradInversion uses 8); got "
+                    f"{self.starts_per_round}."
+                )
+        if self.max_shift is not None and self.max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0 or None; got {self.max_shift}.")
 
     # -- the attack -----------------------------------------------------------
 
@@ -363,18 +398,33 @@ class GradientInversion:
                 history=monitor.history,
                 iterations=monitor.iterations,
                 ending=monitor.ending,
+                consensus=candidate.current_consensus().numpy() if candidate.group else None,
             )
 
         return run_round
 
     def _candidate(self, objective, batch_size, optimise_labels) -> Candidate:
         """One compiled `Candidate` per victim and configuration (traced graphs reused)."""
+        # Prior weights and the registration are variables of the compiled
+        # candidate: attacks that differ only in them share one traced graph.
         key = (
-            repr(dataclasses.replace(self, restarts=0, tolerance=0.0)),
+            repr(
+                dataclasses.replace(
+                    self,
+                    restarts=0,
+                    tolerance=0.0,
+                    priors=dict.fromkeys(sorted(self.priors), 0.0),
+                    registration="translation",
+                    max_shift=None,
+                )
+            ),
             batch_size,
             optimise_labels,
         )
         cache = _CANDIDATES.setdefault(objective.victim, {})
+        if key in cache:
+            cache[key].objective.set_prior_weights(self.priors)
+            cache[key].set_registration(self.registration, self.max_shift)
         if key not in cache:
             candidate = Candidate(
                 objective,
@@ -386,6 +436,10 @@ class GradientInversion:
                 langevin=self.langevin,
                 init=self.init,
                 seed=self.seed,
+                group_every=self.group_every,
+                group_warmup=self.group_warmup,
+                registration=self.registration,
+                max_shift=self.max_shift,
             )
             rate = make_schedule(self.schedule, self.learning_rate, self.iterations, self.warmup)
             optimizer = (
@@ -485,12 +539,19 @@ class GradientInversion:
             history=best.history,
             attack=self,
             message=("converged, " if success else "failed: did not converge, ") + message,
+            consensus=None
+            if best.consensus is None
+            else np.clip(best.consensus, 0.0, 1.0).astype(np.float32),
         )
         if ground_truth is not None:
             images, true_labels = ground_truth
             result.metrics = metrics_lib.evaluate(
                 images, result.reconstruction, true_labels, result.labels
             )
+            if result.consensus is not None:
+                result.consensus_metrics = metrics_lib.evaluate(
+                    images, result.consensus, true_labels, result.labels
+                )
         return result
 
 

@@ -15,6 +15,11 @@ A step can be
   Yin et al. 2021, sec. 3.4; with the optimizer's update this is
   `x <- x - lr * step + lr * alpha_n * eta`);
 - boxed: projected onto the image box [0, 1] after every step.
+
+With the `group` prior (GradInversion's group consistency), the starts are
+the group's seeds: every `group_every` steps from step `group_warmup` on, the
+consensus (`tfleak.registration.group_consensus`, the registered mean of the
+seeds) is formed again from the current dummy data, inside the compiled step.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 from tensorflow import keras
+
+from tfleak.registration import REGISTRATIONS, group_consensus
 
 __all__ = ["DUMMY_INITS", "Candidate", "make_schedule", "SCHEDULES"]
 
@@ -81,6 +88,12 @@ class Candidate(keras.Model):
       langevin: noise scale alpha_n of the Langevin update (0 = none).
       init: a key of `DUMMY_INITS`.
       seed: seed of start 0; start i of round r uses `seed + r * starts + i`.
+      group_every: steps between refreshes of the group consensus.
+      group_warmup: steps before the first consensus (the group prior is 0
+        until then).
+      registration: 'translation' or 'none' (see `tfleak.registration`).
+      max_shift: largest registration offset, in pixels (None: a quarter of
+        the image's height).
 
     `fit` takes observations `(observed_gradient tuple, label probabilities
     [starts, batch, classes], batch-norm targets tuple)`, see `observations`.
@@ -97,6 +110,10 @@ class Candidate(keras.Model):
         langevin: float = 0.0,
         init: str = "uniform",
         seed: int = 0,
+        group_every: int = 100,
+        group_warmup: int = 100,
+        registration: str = "translation",
+        max_shift: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,7 +123,13 @@ class Candidate(keras.Model):
         self.optimise_labels = bool(optimise_labels)
         self.signed, self.boxed, self.langevin = bool(signed), bool(boxed), float(langevin)
         self.init, self.seed = init, int(seed)
+        self.group = "group" in objective.priors
+        self.group_every, self.group_warmup = int(group_every), int(group_warmup)
         self.data_shape = (self.starts, self.batch_size, *victim.image_shape)
+        # Registration 'none' is a translation of at most 0 pixels: a variable,
+        # so switching between them does not trace the step again.
+        self._max_shift = tf.Variable(0, dtype=tf.int32, trainable=False, name="max_shift")
+        self.set_registration(registration, max_shift)
         self.logits_shape = (self.starts, self.batch_size, victim.num_classes)
         self.dummy_data = self.add_weight(
             name="dummy_data", shape=self.data_shape, initializer="zeros", trainable=True
@@ -123,6 +146,13 @@ class Candidate(keras.Model):
         )
         self.distances = self.add_weight(
             name="distances", shape=(self.starts,), initializer="zeros", trainable=False
+        )
+        # The group's consensus and whether it has been formed yet (0 or 1).
+        self.consensus = self.add_weight(
+            name="consensus", shape=self.data_shape[1:], initializer="zeros", trainable=False
+        )
+        self.consensus_weight = self.add_weight(
+            name="consensus_weight", shape=(), initializer="zeros", trainable=False
         )
         self.distance_tracker = keras.metrics.Mean(name="gradient_distance")
         self.objective_tracker = keras.metrics.Mean(name="objective")
@@ -147,6 +177,8 @@ class Candidate(keras.Model):
             for i in range(self.starts)
         ]
         self.dummy_label_logits.assign(tf.stack(logits))
+        self.consensus.assign(tf.zeros_like(self.consensus))
+        self.consensus_weight.assign(0.0)
         self._noise_seed.assign(round_index * 1_000_003)
         if self.optimizer is not None:
             for variable in self.optimizer.variables:
@@ -161,8 +193,46 @@ class Candidate(keras.Model):
     def evaluate_objective(self, observed, fixed_labels, bn_targets):
         """`(objective [starts], distance [starts], terms)` at the current dummy data."""
         return self.objective(
-            self.dummy_data, self.label_probabilities(fixed_labels), observed, bn_targets
+            self.dummy_data,
+            self.label_probabilities(fixed_labels),
+            observed,
+            bn_targets,
+            consensus=self.consensus if self.group else None,
+            consensus_weight=self.consensus_weight if self.group else None,
         )
+
+    def set_registration(self, registration: str, max_shift: Optional[int] = None) -> None:
+        """Chooses how the group consensus registers seeds (see `tfleak.registration`).
+
+        Raises:
+          ValueError: an unknown registration.
+        """
+        if registration not in REGISTRATIONS:
+            raise ValueError(
+                f"unknown registration {registration!r}; choose one of {', '.join(REGISTRATIONS)}."
+            )
+        if max_shift is None:
+            max_shift = self.data_shape[2] // 4
+        self.registration, self.max_shift = registration, int(max_shift)
+        self._max_shift.assign(0 if registration == "none" else self.max_shift)
+
+    def current_consensus(self) -> tf.Tensor:
+        """`[batch, h, w, c]`: the group consensus of the current dummy data."""
+        return group_consensus(self.dummy_data, "translation", self._max_shift)
+
+    def _refresh_consensus(self) -> None:
+        """Forms the consensus again when the step count says so (in the graph)."""
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        due = (step >= self.group_warmup) & (
+            tf.math.floormod(step - self.group_warmup, self.group_every) == 0
+        )
+
+        def refresh():
+            self.consensus.assign(self.current_consensus())
+            self.consensus_weight.assign(1.0)
+            return tf.constant(True)
+
+        tf.cond(due, refresh, lambda: tf.constant(False))
 
     def call(self, inputs=None, training=None):
         """Returns the dummy data `[starts, batch, h, w, c]`; `inputs` is ignored."""
@@ -171,6 +241,8 @@ class Candidate(keras.Model):
     def train_step(self, data):
         observed, fixed_labels, bn_targets = data
         variables = self.trainable_variables
+        if self.group:
+            self._refresh_consensus()
         with tf.GradientTape() as tape:
             values, distances, _ = self.evaluate_objective(observed, fixed_labels, bn_targets)
             # Starts are independent: the gradient of the sum holds each
@@ -198,6 +270,45 @@ class Candidate(keras.Model):
         self.distance_tracker.reset_state()
         self.distance_tracker.update_state(tf.reduce_min(distances))
         return {m.name: m.result() for m in self.metrics}
+
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`, then builds the optimizer's slots.
+
+        With the slots built, the first traced step creates no variables, so
+        `tf.function` traces it once instead of twice.
+        """
+        super().compile(*args, **kwargs)
+        self.optimizer.build(self.trainable_variables)
+
+    def make_train_function(self, force=False):
+        """One graph running `steps_per_execution` steps on the one observation.
+
+        Keras' own loop (`for _ in tf.range(...)` under autograph) traces
+        `train_step` twice, once to find the loop's outputs; a `tf.while_loop`
+        whose outputs start as zeros traces it once. Tracing a deep victim's
+        double backward pass is most of an attack's start-up time.
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        steps = self._steps_per_execution
+
+        def train_function(iterator):
+            data = next(iterator)  # every element is the same observation
+            logs = {metric.name: tf.zeros(()) for metric in self.metrics}
+
+            def body(step, logs):
+                logs = self.train_step(data)
+                return step + 1, logs
+
+            count, logs = tf.while_loop(
+                lambda step, _: step < steps, body, (tf.zeros((), steps.dtype), logs)
+            )
+            self._train_counter.assign_add(tf.cast(count, self._train_counter.dtype))
+            return logs
+
+        self.train_function = tf.function(train_function, reduce_retracing=True)
+        self.train_tf_function = self.train_function
+        return self.train_function
 
     def _current_learning_rate(self) -> tf.Tensor:
         rate = self.optimizer._learning_rate  # a float variable or a schedule

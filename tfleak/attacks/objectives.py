@@ -113,11 +113,29 @@ class GradientMatching:
             weight = float(weight)
             if not weight >= 0.0 or weight == float("inf"):
                 raise ValueError(f"prior {name!r} needs a finite weight >= 0; got {weight}.")
-            if weight > 0:
-                self.priors[name] = weight
+            self.priors[name] = weight
+        # The weights as variables: a compiled attack reads them when it runs,
+        # so a sweep over weights (an ablation) traces its graph once. A prior
+        # of weight 0 is still computed.
+        self.prior_weights = {
+            name: tf.Variable(weight, trainable=False, dtype=tf.float32, name=f"{name}_weight")
+            for name, weight in self.priors.items()
+        }
         self.bn_first_layer_scale = float(bn_first_layer_scale)
         self.needs_statistics = "bn" in self.priors
         self.vectorize = vectorize
+
+    def set_prior_weights(self, priors: Mapping[str, float]) -> None:
+        """Sets new weights for the same priors, without tracing again.
+
+        Raises:
+          ValueError: the names differ from the objective's priors.
+        """
+        if sorted(priors) != sorted(self.priors):
+            raise ValueError(f"priors {sorted(priors)} differ from {sorted(self.priors)}.")
+        for name, weight in priors.items():
+            self.priors[name] = float(weight)
+            self.prior_weights[name].assign(float(weight))
 
     @property
     def victim(self):
@@ -166,17 +184,28 @@ class GradientMatching:
         probabilities: tf.Tensor,
         observed: Sequence[tf.Tensor],
         bn_targets: Sequence = (),
+        consensus: Optional[tf.Tensor] = None,
+        consensus_weight: Optional[tf.Tensor] = None,
     ) -> tuple[tf.Tensor, tf.Tensor, dict]:
-        """`(objective [starts], distance [starts], {prior: value [starts]})`."""
+        """`(objective [starts], distance [starts], {prior: value [starts]})`.
+
+        `consensus` `[batch, h, w, c]` and `consensus_weight` (scalar) feed the
+        'group' prior (see `tfleak.priors.PriorContext`).
+        """
         distance, statistics = self.per_start(data, probabilities, observed)
-        context = PriorContext(statistics=statistics, targets=bn_targets)
+        context = PriorContext(
+            statistics=statistics,
+            targets=bn_targets,
+            consensus=consensus,
+            consensus_weight=consensus_weight,
+        )
         total = distance
         terms = {}
-        for name, weight in self.priors.items():
+        for name in self.priors:
             if name == "bn":
                 value = get_prior(name)(data, context, self.bn_first_layer_scale)
             else:
                 value = get_prior(name)(data, context)
             terms[name] = value
-            total = total + weight * value
+            total = total + self.prior_weights[name] * value
         return total, distance, terms

@@ -50,6 +50,11 @@ class AttackResult:
         their per-image lists, `order`, and `label_accuracy` (as multisets).
       attack: the attack and every hyperparameter it ran with.
       message: one line on how it ended (converged, stalled, diverged).
+      consensus: with group consistency, `[batch, h, w, c]` float32 in
+        [0, 1]: the winning round's registered mean of all seeds at the end
+        (GradInversion's consensus); None otherwise.
+      consensus_metrics: `metrics` of the consensus, when the ground truth
+        was given.
     """
 
     reconstruction: Optional[np.ndarray]
@@ -64,6 +69,8 @@ class AttackResult:
     metrics: dict = dataclasses.field(default_factory=dict)
     attack: Any = None
     message: str = ""
+    consensus: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
+    consensus_metrics: dict = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:
         shape = None if self.reconstruction is None else tuple(self.reconstruction.shape)

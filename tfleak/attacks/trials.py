@@ -54,6 +54,7 @@ class RoundOutcome:
     history: list
     iterations: int
     ending: str
+    consensus: Optional[np.ndarray] = None  # [batch, h, w, c], group consistency only
 
 
 class RoundMonitor:

@@ -1,0 +1,106 @@
+"""GradInversion: registration, group consistency, Langevin updates, the attack on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow import keras
+
+import tfleak
+from tfleak import priors, registration
+from tfleak.attacks import Candidate, GradientMatching
+from tfleak.data import load_examples
+
+
+@pytest.fixture(scope="module")
+def cifar_batch(shared_data):
+    """Two CIFAR-10 (JPEG) test images, labels 3 and 8."""
+    images, labels, _ = load_examples("cifar10", [0, 1], "test", str(shared_data))
+    return images, labels
+
+
+# -- registration and the consensus ---------------------------------------------
+
+
+def test_a_shifted_copy_of_a_real_image_registers_back(cifar_batch):
+    images = cifar_batch[0]
+    shifts = [(3, -5), (-7, 2)]
+    shifted = np.stack([np.roll(x, s, axis=(0, 1)) for x, s in zip(images, shifts)])
+    registered, found = registration.register(shifted, images, max_shift=8)
+    assert found.numpy().tolist() == [[-3, 5], [7, -2]]
+    np.testing.assert_array_equal(registered.numpy(), images)
+
+
+def test_registration_looks_no_further_than_max_shift(cifar_batch):
+    image = cifar_batch[0][:1]
+    shifted = np.roll(image, (0, 10), axis=(1, 2))
+    found = registration.translation_shifts(shifted, image, max_shift=4).numpy()
+    assert np.abs(found).max() <= 4
+    assert registration.translation_shifts(shifted, image).numpy().tolist() == [[0, -10]]
+
+
+def test_registration_lets_a_shifted_seed_join_the_consensus(cifar_batch):
+    # Three seeds found the same batch; one of them placed its images 2 px down
+    # and 3 px left. The plain mean blurs; the registered consensus is exact.
+    images = cifar_batch[0]
+    seeds = np.stack([images, images, np.roll(images, (2, -3), axis=(1, 2))])
+    registered = registration.group_consensus(tf.constant(seeds), "translation", max_shift=8)
+    plain = registration.group_consensus(tf.constant(seeds), "none")
+    np.testing.assert_allclose(registered.numpy(), images, atol=1e-6)
+    np.testing.assert_allclose(plain.numpy(), seeds.mean(axis=0), atol=1e-6)
+    assert np.abs(plain.numpy() - images).mean() > 0.02
+
+
+def test_group_prior_is_zero_at_the_consensus_and_before_one_exists(cifar_batch):
+    data = tf.constant(np.stack([cifar_batch[0], cifar_batch[0] * 0.5]))
+    consensus = tf.constant(cifar_batch[0])
+    value = priors.group_consistency(data, priors.PriorContext(consensus=consensus)).numpy()
+    assert value[0] == 0.0
+    np.testing.assert_allclose(value[1], np.mean((cifar_batch[0] * 0.5) ** 2), rtol=1e-5)
+    assert priors.group_consistency(data, priors.PriorContext()).numpy().tolist() == [0.0, 0.0]
+
+
+def test_registration_refuses_mismatched_shapes_and_unknown_names(cifar_batch):
+    with pytest.raises(ValueError, match="differ in"):
+        registration.register(cifar_batch[0], cifar_batch[0][:, :16])
+    with pytest.raises(ValueError, match="unknown registration 'flow'"):
+        registration.group_consensus(tf.constant(cifar_batch[0][None]), "flow")
+    with pytest.raises(ValueError, match="needs a group of seeds"):
+        tfleak.GradInversion(starts_per_round=1)
+    with pytest.raises(ValueError, match="needs a first-order optimizer"):
+        tfleak.GradientInversion(optimizer="lbfgs", priors={"group": 0.01}, starts_per_round=2)
+
+
+# -- Langevin updates --------------------------------------------------------------
+
+
+def _one_step(objective, observed, langevin, seed=3):
+    candidate = Candidate(objective, 2, 1, optimise_labels=False, langevin=langevin, seed=seed)
+    candidate.compile(optimizer=keras.optimizers.Adam(0.1), steps_per_execution=1)
+    start = candidate.dummy_data.numpy()
+    labels = tf.zeros((2, 1, 10)) + tf.one_hot([[3]], 10)
+    candidate.fit(Candidate.observations(observed, labels, (), 1), epochs=1, verbose=0)
+    return start, candidate.dummy_data.numpy()
+
+
+def test_langevin_noise_of_zero_is_plain_adam_and_its_scale_is_lr_times_alpha(cifar_batch):
+    victim = tfleak.LeNet((32, 32, 3), 10)
+    image, label = cifar_batch[0][:1], cifar_batch[1][:1]
+    observed = victim.gradient(image, tf.one_hot(label, 10))
+    objective = GradientMatching(victim, "l2", {"tv": 0.01})
+
+    # Plain Adam by hand: the first step moves every pixel by lr * sign(g) (m/sqrt(v) = g/|g|).
+    start, stepped = _one_step(objective, observed, langevin=0.0)
+    data = tf.Variable(start)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(objective(data, tf.one_hot([[3], [3]], 10), observed)[0])
+    by_hand = keras.optimizers.Adam(0.1)
+    by_hand.apply_gradients([(tape.gradient(value, data), data)])
+    np.testing.assert_allclose(stepped, data.numpy(), atol=1e-6)
+
+    # x <- x - lr * step + lr * alpha_n * N(0, I): the difference is lr * alpha_n * noise.
+    _, noisy = _one_step(objective, observed, langevin=0.2)
+    noise = (noisy - stepped).ravel()
+    assert abs(noise.std() - 0.1 * 0.2) < 0.002
+    assert abs(noise.mean()) < 0.002
