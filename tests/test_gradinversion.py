@@ -15,8 +15,9 @@ from tfleak.data import load_examples
 
 @pytest.fixture(scope="module")
 def cifar_batch(shared_data):
-    """Two CIFAR-10 (JPEG) test images, labels 3 and 8."""
-    images, labels, _ = load_examples("cifar10", [0, 1], "test", str(shared_data))
+    """Two CIFAR-10 (JPEG) test images of different classes (airplane, dog)."""
+    images, labels, _ = load_examples("cifar10", [0, 5000], "test", str(shared_data))
+    assert labels.tolist() == [0, 5]
     return images, labels
 
 
@@ -104,3 +105,43 @@ def test_langevin_noise_of_zero_is_plain_adam_and_its_scale_is_lr_times_alpha(ci
     noise = (noisy - stepped).ravel()
     assert abs(noise.std() - 0.1 * 0.2) < 0.002
     assert abs(noise.mean()) < 0.002
+
+
+# -- the attack ----------------------------------------------------------------------
+
+
+def _small_bn_classifier():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(16, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPool2D(),
+            keras.layers.Conv2D(32, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPool2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def test_gradinversion_beats_gradient_matching_alone_on_a_real_batch(cifar_batch):
+    # Same batch, same seeds, same 150 steps: GradInversion's output (the
+    # registered consensus of its 2 seeds) against the best of 2 seeds matched
+    # on the gradient alone. Measured when written: 10.9 dB against 9.1 dB.
+    # Most of the gain is the averaging of seeds; at the paper's weights the
+    # priors move the best seed by < 0.1 dB here.
+    victim = tfleak.as_victim(_small_bn_classifier())
+    images, labels = cifar_batch
+    observed = victim.gradient(images, tf.one_hot(labels, 10))
+    attack = tfleak.GradInversion(iterations=150, starts_per_round=2)
+    assert "a_group" not in repr(attack) and "'group': 0.01" in repr(attack)
+    result = attack(victim, observed, batch_size=2, ground_truth=(images, labels), verbose=0)
+    assert sorted(result.labels.tolist()) == [0, 5]  # restored by GradInversion's rule
+    baseline = tfleak.GradInversion(iterations=150, starts_per_round=2, priors={})
+    alone = baseline(victim, observed, batch_size=2, ground_truth=(images, labels), verbose=0)
+    assert result.consensus_metrics["psnr"] > alone.metrics["psnr"] + 1.0
