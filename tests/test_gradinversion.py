@@ -145,3 +145,11 @@ def test_gradinversion_beats_gradient_matching_alone_on_a_real_batch(cifar_batch
     baseline = tfleak.GradInversion(iterations=150, starts_per_round=2, priors={})
     alone = baseline(victim, observed, batch_size=2, ground_truth=(images, labels), verbose=0)
     assert result.consensus_metrics["psnr"] > alone.metrics["psnr"] + 1.0
+
+
+def test_a_round_runs_exactly_its_iterations_whatever_the_snapshot_interval(cifar_batch):
+    victim = tfleak.LeNet((32, 32, 3), 10)
+    image, label = cifar_batch[0][:1], cifar_batch[1][:1]
+    observed = victim.gradient(image, tf.one_hot(label, 10))
+    attack = tfleak.GradientInversion(iterations=7, snapshot_every=5, label_strategy="known")
+    assert attack(victim, observed, labels=label, verbose=0).iterations == 7

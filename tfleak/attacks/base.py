@@ -374,15 +374,16 @@ class GradientInversion:
     def _first_order_rounds(self, objective, batch_size, optimise_labels, observed, labels, bn):
         candidate = self._candidate(objective, batch_size, optimise_labels)
         dataset = Candidate.observations(observed, labels, bn)
-        chunks = math.ceil(self.iterations / self.snapshot_every)
+        every = self._chunk()
+        chunks = self.iterations // every
 
         def run_round(round_index, monitor):
             candidate.reset(round_index)
-            watcher = _Watcher(candidate, monitor, self.snapshot_every)
+            watcher = _Watcher(candidate, monitor, every)
             candidate.fit(
                 dataset,
                 epochs=chunks,
-                steps_per_epoch=self.snapshot_every,
+                steps_per_epoch=every,
                 verbose=0,
                 callbacks=[watcher],
             )
@@ -402,6 +403,12 @@ class GradientInversion:
             )
 
         return run_round
+
+    def _chunk(self) -> int:
+        """First-order steps per graph call: the largest divisor of `iterations`
+        up to `snapshot_every`, so a round runs exactly `iterations` steps."""
+        most = min(self.snapshot_every, self.iterations)
+        return max(d for d in range(1, most + 1) if self.iterations % d == 0)
 
     def _candidate(self, objective, batch_size, optimise_labels) -> Candidate:
         """One compiled `Candidate` per victim and configuration (traced graphs reused)."""
@@ -447,7 +454,7 @@ class GradientInversion:
                 if self.optimizer == "adam"
                 else keras.optimizers.SGD(rate)
             )
-            candidate.compile(optimizer=optimizer, steps_per_execution=self.snapshot_every)
+            candidate.compile(optimizer=optimizer, steps_per_execution=self._chunk())
             cache[key] = candidate
         return cache[key]
 
