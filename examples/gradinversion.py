@@ -13,6 +13,9 @@ reconstruction to the truth and scores it.
         --data_dir=../shared/data --indices=3
     python examples/gradinversion.py --attack=inverting_gradients --dataset=folder \
         --data_dir=my_photos --image_size=32 --batch_size=2
+    python examples/gradinversion.py --attack=inverting_gradients --model=lenet \
+        --data_dir=../shared/data --update=fedavg --local_steps=2 \
+        --local_learning_rate=1e-2 --defense=prune:0.5 --adaptive
 
 Writes into --output_dir: metrics.json (strict JSON), reconstruction.png (the
 true batch above the matched reconstruction), progress.gif.
@@ -88,6 +91,36 @@ flags.DEFINE_integer("model_seed", 0, "Seed of the victim's initial weights.")
 flags.DEFINE_integer("image_size", 32, "Side in pixels that 'folder' and 'sample' images get.")
 flags.DEFINE_string("cache_dir", None, "Where trained victims are cached (default ~/.cache).")
 flags.DEFINE_string("output_dir", "results/gradinversion", "Where results are written.")
+flags.DEFINE_enum(
+    "update",
+    "gradient",
+    ["gradient", "fedavg"],
+    "What the client shares: one gradient of the mean loss (FedSGD), or the weight difference "
+    "after local SGD steps on its batch (FedAvg), which the attacker unrolls.",
+)
+flags.DEFINE_integer(
+    "local_steps", None, "FedAvg: local SGD steps K (default: --local_epochs passes)."
+)
+flags.DEFINE_float("local_learning_rate", None, "FedAvg: the client's SGD step size (1e-4).")
+flags.DEFINE_integer(
+    "local_batch_size", None, "FedAvg: examples per local step (default: the whole batch)."
+)
+flags.DEFINE_integer(
+    "local_epochs", None, "FedAvg: passes over the batch when --local_steps is not given (1)."
+)
+flags.DEFINE_multi_string(
+    "defense",
+    ["none"],
+    "Defence of the shared update, NAME:STRENGTH: noise:1e-3 (stddev), dpsgd:1.0/0.5 (clip / "
+    "noise multiplier), prune:0.9 (fraction removed), quantize:8|float16|sign; repeat the flag "
+    "to chain defences in order; 'none' for none.",
+)
+flags.DEFINE_bool(
+    "adaptive",
+    False,
+    "The attacker applies the defences' deterministic part (pruning mask, quantiser, DP-SGD's "
+    "clip) to its dummy update; without it, the naive attacker.",
+)
 
 
 def _validate_flags() -> Path:
@@ -125,10 +158,32 @@ def _validate_flags() -> Path:
         raise app.UsageError("--trained_epochs trains on CIFAR-10; use it with --dataset=cifar10.")
     if FLAGS.attack == "idlg" and FLAGS.batch_size != 1:
         raise app.UsageError("--attack=idlg restores the label of one image; use --batch_size=1.")
+    _make_release()
     try:
         return check_writable_dir(FLAGS.output_dir, "output_dir")
     except (ValueError, PermissionError) as error:
         raise app.UsageError(str(error)) from error
+
+
+def _make_release():
+    """`(client's release, attacker's update)`: the update through the defences, as flags say."""
+    from tfleak.defenses import DefendedUpdate, parse_defenses
+    from tfleak.federated import get_update
+
+    local = {
+        name: getattr(FLAGS, name) if FLAGS[name].present else None
+        for name in ("local_steps", "local_learning_rate", "local_batch_size", "local_epochs")
+    }
+    try:
+        update = get_update(FLAGS.update, **local)
+        defenses = parse_defenses(FLAGS.defense)
+        release = DefendedUpdate(update, defenses)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    if FLAGS.adaptive and not defenses:
+        raise app.UsageError("--adaptive applies a defence's deterministic part; add --defense.")
+    attacker = DefendedUpdate(update, defenses, adaptive=FLAGS.adaptive) if defenses else update
+    return release, attacker
 
 
 def _make_attack():
@@ -152,6 +207,7 @@ def _make_attack():
             overrides[name] = getattr(FLAGS, name)
     if FLAGS.labels is not None:
         overrides["label_strategy"] = FLAGS.labels
+    overrides["update"] = _make_release()[1]
     try:
         return attack_class(**overrides)
     except ValueError as error:
@@ -207,13 +263,16 @@ def main(argv):
             print(f"Victim {FLAGS.model} trained {FLAGS.trained_epochs} epochs: "
                   f"test accuracy {victim_accuracy:.4f} on CIFAR-10 (JPEG)")  # fmt: skip
         victim = tfleak.as_victim(model, batch_norm=FLAGS.batch_norm)
-        observed = victim.gradient(images, tf.constant(labels))
+        release = _make_release()[0]
+        tf.random.set_seed(FLAGS.seed)  # DP-SGD's noise
+        observed = release.share(victim, images, tf.constant(labels), seed=FLAGS.seed)
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from error
 
     print(
         f"Attacking {len(labels)} {description} image(s) (rows {indices.tolist()}, labels "
-        f"{labels.tolist()}) shared by {victim!r}\nwith {attack!r}"
+        f"{labels.tolist()}) shared by {victim!r}\nas {release.update!r}, defences: "
+        f"{[d.spec for d in release.defenses] or 'none'}\nwith {attack!r}"
     )
     known = labels if attack.label_strategy == "known" else None
     try:
@@ -253,6 +312,11 @@ def main(argv):
         "victim_test_accuracy": victim_accuracy,
         "attack": type(attack).__name__,
         "hyperparameters": dataclasses.asdict(attack),
+        "update": release.name,
+        "local_steps": release.steps(len(labels)),
+        "defense": [d.spec for d in release.defenses] or "none",
+        "adaptive": FLAGS.adaptive,
+        "epsilon": release.epsilon(),
     }
     atomic_write_json(output_dir / "metrics.json", summary)
     if result.reconstruction is not None and result.history:

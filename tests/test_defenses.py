@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +25,8 @@ from tfleak.defenses import (
 )
 from tfleak.federated import FedAvg, FedSGD
 from tfleak.privacy import compute_epsilon
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gradinversion.py"
 
 
 def _tiny(seed=0, batch_norm=False, conv=4, side=6):
@@ -256,3 +262,34 @@ def test_dpsgd_refuses_what_it_cannot_guarantee():
     victim, (images, labels) = _tiny(batch_norm=True), _batch()
     with pytest.raises(ValueError, match="batch_norm='eval'"):
         DefendedUpdate(FedSGD(), (DPSGD(1.0, 1.0),)).share(victim, images, labels)
+
+
+# -- examples/gradinversion.py with a defended FedAvg update ------------------------
+
+
+def _example(*argv):
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_the_example_attacks_a_defended_fedavg_update_and_reports_it(shared_data, tmp_path):
+    process = _example(
+        "--attack=inverting_gradients",
+        "--model=lenet",
+        f"--data_dir={shared_data}",
+        "--indices=3000",
+        "--iterations=10",
+        "--update=fedavg",
+        "--local_steps=2",
+        "--local_learning_rate=1e-2",
+        "--defense=prune:0.5",
+        "--defense=quantize:8",
+        "--adaptive",
+        f"--output_dir={tmp_path}",
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["update"], metrics["local_steps"], metrics["adaptive"]) == ("fedavg", 2, True)
+    assert metrics["defense"] == ["prune:0.5", "quantize:8"] and metrics["epsilon"] is None
+    assert "defences: ['prune:0.5', 'quantize:8']" in process.stdout
