@@ -156,12 +156,13 @@ class AuditReport:
 
 def _check_model(model, num_classes):
     from tfleak.models import as_victim
+    from tfleak.models.victim import _all_layers
 
     if not isinstance(model, keras.Model):
         raise ValueError(f"audit needs a keras.Model classifier; got {type(model).__name__}.")
     layers = [
         layer
-        for layer in model.layers
+        for layer in _all_layers(model)
         if not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation))
     ]
     if not layers or not isinstance(layers[-1], keras.layers.Dense):
@@ -248,7 +249,10 @@ def _chain(defense) -> tuple:
         return (defense,)
     if isinstance(defense, str):
         return parse_defenses(defense.split("+"))
-    return tuple(parse_defenses([d])[0] if isinstance(d, str) else d for d in defense)
+    chain = []
+    for d in defense:
+        chain += list(parse_defenses([d])) if isinstance(d, str) else [d]
+    return tuple(chain)
 
 
 def _attack(attack_class, victim, observed, threat, chain, x, y, iterations, seed):
