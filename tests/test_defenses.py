@@ -279,7 +279,7 @@ def test_the_example_attacks_a_defended_fedavg_update_and_reports_it(shared_data
         "--model=lenet",
         f"--data_dir={shared_data}",
         "--indices=3000",
-        "--iterations=10",
+        "--iterations=2",
         "--update=fedavg",
         "--local_steps=2",
         "--local_learning_rate=1e-2",
