@@ -45,11 +45,13 @@ class GradInversion(GradientInversion):
 
     Scaled for a CPU: the paper runs 20,000 iterations on ImageNet with
     ResNet-50 on GPUs; here the default is 2,000 (and a 50-step warm-up). On
-    this project's 2-core CPU one step for 8 seeds of a CIFAR-10 batch of 8 on
-    ResNet-20 takes of the order of 0.3 s, so the default costs about ten
-    minutes; pass `iterations=20_000` for the paper's budget. The priors here
-    are means over pixels (see `tfleak.priors`), where the paper's are sums
-    or norms; the weights are the paper's numbers.
+    this project's 2-core CPU, shared with other jobs, one step of 4 seeds on
+    a CIFAR-10 batch of 8 took about 0.8 s on ResNet-20
+    (`benchmarks/gradinversion_ablation.py`); pass `iterations=20_000` for the
+    paper's budget. The priors here are means over pixels (see
+    `tfleak.priors`), where the paper's are sums or norms, and the gradient
+    term is not rescaled: the weights are the paper's numbers, but they weigh
+    less against the gradient distance than in the paper.
     """
 
     optimizer: str = "adam"
