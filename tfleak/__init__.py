@@ -1,6 +1,6 @@
 """tfleak: how much private data leaks from what a Keras model shares.
 
-Gradient leakage (DLG, iDLG, Inverting Gradients) on any Keras classifier
+Gradient leakage (DLG, iDLG, Inverting Gradients, GradInversion) on any Keras classifier
 wrapped by `as_victim`, from one gradient (FedSGD) or local steps (FedAvg),
 through defences of the shared update (`tfleak.defenses`); model inversion on
 a split (on-device / server) model, and what differential privacy buys back.
