@@ -56,6 +56,7 @@ flags.DEFINE_list("victims", ["fresh", "trained"], "fresh, trained (ResNet-20)."
 flags.DEFINE_integer("trained_epochs", 2, "Epochs of CIFAR-10 training of the trained victim.")
 flags.DEFINE_integer("train_limit", 5000, "Training images of the trained victim.")
 flags.DEFINE_list("rows", list(ROWS), "Rows of the ablation to run.")
+flags.DEFINE_float("group_weight", 0.01, "Weight of the group-consistency prior (paper: 0.01).")
 flags.DEFINE_string("label_strategy", "counts", "Label restoration for every row.")
 flags.DEFINE_integer("seed", 0, "Seed of the victims, the batches and the seeds' starts.")
 flags.DEFINE_string("data_dir", "../shared/data", "Folder holding cifar10/{train,test}.")
@@ -71,6 +72,8 @@ def _settings() -> dict:
     for name in ("batches", "batch_size", "iterations", "group_size"):
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be at least 1; got {getattr(FLAGS, name)}.")
+    if not FLAGS.group_weight >= 0:
+        raise app.UsageError(f"--group_weight must be >= 0; got {FLAGS.group_weight}.")
     if FLAGS.group_size < 2 and {"group_mean", "group_registered"} & set(FLAGS.rows):
         raise app.UsageError("group consistency needs --group_size of 2 or more.")
     if not set(FLAGS.victims) <= {"fresh", "trained"} or not FLAGS.victims:
@@ -87,7 +90,7 @@ def _settings() -> dict:
         name: getattr(FLAGS, name)
         for name in (
             "batches", "batch_size", "iterations", "group_size", "trained_epochs",
-            "train_limit", "label_strategy", "seed",
+            "train_limit", "label_strategy", "seed", "group_weight",
         )
     }  # fmt: skip
 
@@ -99,7 +102,7 @@ def _attack(row: str):
     common = dict(iterations=FLAGS.iterations, seed=FLAGS.seed, label_strategy="known")
     if row == "inverting_gradients":
         return tfleak.InvertingGradients(**common)
-    weights = dict(GRADINVERSION_PRIORS)
+    weights = dict(GRADINVERSION_PRIORS, group=FLAGS.group_weight)
     if row == "gradient":
         weights = dict.fromkeys(weights, 0.0)
     elif row == "fidelity":
