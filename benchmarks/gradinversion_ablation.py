@@ -231,9 +231,9 @@ def main(argv):
         print(f"{kind} ResNet-20: test accuracy {victims[kind][1]}", flush=True)
     # Batch by batch, both victims each time: a run cut short still has both.
     for b, indices in enumerate(batches):
+        images, labels, _ = load_examples("cifar10", indices, "test", FLAGS.data_dir)
         for kind in FLAGS.victims:
             victim, accuracy = victims[kind]
-            images, labels, _ = load_examples("cifar10", indices, "test", FLAGS.data_dir)
             observed = victim.gradient(images, victim.labels_to_probabilities(labels))
             restored = np.asarray(
                 LABEL_STRATEGIES[FLAGS.label_strategy](victim, observed, len(labels))
