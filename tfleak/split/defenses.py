@@ -157,3 +157,13 @@ class NoPeekTarget(TargetModel):
         self.compiled_metrics.update_state(labels, probabilities)
         self.dcor_tracker.update_state(dcor)
         return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        """Evaluates as `TargetModel` does and also tracks dCor(images, codes)."""
+        images, labels = data[0], data[1]
+        codes = self.mobile_step(images, training=False)
+        probabilities = self.server_step(codes, training=False)
+        self.compiled_loss(labels, probabilities)
+        self.compiled_metrics.update_state(labels, probabilities)
+        self.dcor_tracker.update_state(distance_correlation(images, codes))
+        return {m.name: m.result() for m in self.metrics}
