@@ -316,7 +316,7 @@ def main(argv):
         "local_steps": release.steps(len(labels)),
         "defense": [d.spec for d in release.defenses] or "none",
         "adaptive": FLAGS.adaptive,
-        "epsilon": release.epsilon(),
+        "epsilon": release.epsilon(batch_size=len(labels)),
     }
     atomic_write_json(output_dir / "metrics.json", summary)
     if result.reconstruction is not None and result.history:

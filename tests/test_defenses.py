@@ -126,6 +126,36 @@ def test_dpsgd_epsilon_is_one_gaussian_release_of_the_batch():
     assert DefendedUpdate(defenses=(Prune(0.5),)).epsilon() is None
 
 
+def test_dpsgd_inside_fedavg_clips_every_local_step_and_composes_epsilon():
+    victim, images, labels = _linear_victim()
+    # K = 1 on the whole batch: -lr x the clipped mean derived by hand above.
+    one_step = DefendedUpdate(FedAvg(local_steps=1, local_learning_rate=2.0), (DPSGD(0.75, 0.0),))
+    np.testing.assert_allclose(
+        one_step.share(victim, images, labels)[1].numpy(), [0.125, -0.125], atol=1e-7
+    )
+    # A clip above every gradient and no noise: plain FedAvg (the identity limit).
+    fedavg = FedAvg(local_steps=3, local_learning_rate=0.5, local_batch_size=1)
+    plain = fedavg.share(victim, images, labels)
+    private = DefendedUpdate(fedavg, (DPSGD(1e6, 0.0),)).share(victim, images, labels)
+    for p, q in zip(plain, private):
+        np.testing.assert_allclose(q.numpy(), p.numpy(), atol=1e-6)
+    # Noise-free, the adaptive attacker's model of the release is the release itself.
+    clipped = DefendedUpdate(fedavg, (DPSGD(0.3, 0.0),))
+    probabilities = victim.labels_to_probabilities(labels)
+    simulated, _ = clipped.simulate(victim, tf.constant(images), probabilities)
+    for p, q in zip(clipped.share(victim, images, labels), simulated):
+        np.testing.assert_allclose(q.numpy(), p.numpy(), atol=1e-6)
+    # 3 steps over mini-batches of 1 from a batch of 2: example 0 is in steps 0 and 2,
+    # so its privacy loss is that of two Gaussian releases with every example sampled.
+    release = DefendedUpdate(fedavg, (DPSGD(0.75, 2.0),))
+    assert release.epsilon(1e-5, batch_size=2) == pytest.approx(
+        compute_epsilon(2, 2, 2, 2.0, delta=1e-5), rel=1e-9
+    )
+    assert release.epsilon(1e-5, batch_size=2) > DPSGD(0.75, 2.0).epsilon(1e-5)
+    with pytest.raises(ValueError, match="pass batch_size"):
+        release.epsilon()
+
+
 # -- pruning and quantisation by hand ----------------------------------------------
 
 
@@ -257,8 +287,6 @@ def test_parse_round_trips_and_none():
 def test_dpsgd_refuses_what_it_cannot_guarantee():
     with pytest.raises(ValueError, match="put it first in the chain"):
         DefendedUpdate(FedSGD(), (Prune(0.5), DPSGD(1.0, 1.0)))
-    with pytest.raises(ValueError, match="not implemented for FedAvg's local steps"):
-        DefendedUpdate(FedAvg(local_steps=2), (DPSGD(1.0, 1.0),))
     victim, (images, labels) = _tiny(batch_norm=True), _batch()
     with pytest.raises(ValueError, match="batch_norm='eval'"):
         DefendedUpdate(FedSGD(), (DPSGD(1.0, 1.0),)).share(victim, images, labels)

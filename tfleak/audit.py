@@ -343,7 +343,7 @@ def audit(
             setting.skipped = f"time budget of {time_budget_s:.0f} s spent"
             continue
         release = DefendedUpdate(threat, chain)
-        setting.epsilon = release.epsilon()
+        setting.epsilon = release.epsilon(batch_size=batch_size)
         began = time.perf_counter()
         psnrs, ssims, accuracies = [], [], []
         for index, rows in enumerate(groups):

@@ -12,7 +12,7 @@ identity limit:
   `N(0, (noise_multiplier * l2_norm_clip)^2)` by tensorflow-privacy's
   `GaussianSumQuery`, divided by the batch size. With a clip above every
   example's gradient norm and `noise_multiplier=0` it is the gradient of the
-  mean loss. FedSGD only; first in a chain.
+  mean loss. First in a chain; with FedAvg every local step is a DP-SGD step.
 - `Prune(fraction)`: in every variable's tensor, the `fraction` of entries of
   smallest magnitude set to zero (DLG sec. 5.2, gradient pruning). 0 is the
   identity.
@@ -47,7 +47,7 @@ import dp_accounting
 import tensorflow as tf
 from tensorflow_privacy.privacy.dp_query.gaussian_query import GaussianSumQuery
 
-from tfleak.federated import FedSGD
+from tfleak.federated import FedAvg, FedSGD, weights_substituted
 from tfleak.privacy.accounting import RDP_ORDERS
 
 __all__ = [
@@ -230,7 +230,7 @@ class Quantize(Defense):
         return f"quantize:{self.mode}"
 
 
-def per_example_gradients(victim, images, probabilities) -> list:
+def per_example_gradients(victim, images, probabilities, weights=None) -> list:
     """Every example's gradient, `[batch, *variable.shape]` per trainable variable.
 
     The Jacobian of the per-example losses of one forward pass of the whole
@@ -242,13 +242,22 @@ def per_example_gradients(victim, images, probabilities) -> list:
       victim: a `tfleak.models.Victim`.
       images: `[batch, h, w, c]` float32.
       probabilities: `[batch, classes]` float32 label probabilities.
+      weights: optional weight tensors (one per trainable variable) to compute
+        at instead of the variables, as a local step of FedAvg does
+        (`tfleak.federated.weights_substituted`).
     """
     from tfleak.models.victim import soft_cross_entropy
 
-    variables = victim.trainable_variables
-    with tf.GradientTape() as tape:
-        losses = soft_cross_entropy(probabilities, victim.forward(images)[0])  # [batch]
-    return tape.jacobian(losses, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if weights is None:
+        variables = victim.trainable_variables
+        with tf.GradientTape() as tape:
+            losses = soft_cross_entropy(probabilities, victim.forward(images)[0])  # [batch]
+        return tape.jacobian(losses, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    with weights_substituted(victim, weights):
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            losses = soft_cross_entropy(probabilities, victim.forward(images)[0])
+        return tape.jacobian(losses, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,7 +276,9 @@ class DPSGD(Defense):
 
     The accounted release (`epsilon`) is one Gaussian mechanism on one batch,
     every example present (sampling rate 1, no amplification by sampling): the
-    client's single FedSGD update, as the attacker sees it. The per-example
+    client's single FedSGD update, as the attacker sees it. Inside FedAvg every
+    local step is such a step on its mini-batch (`DefendedUpdate`), and an
+    example's privacy loss composes over the steps that use it. The per-example
     gradients come from one forward pass of the whole batch, so with batch
     normalisation on batch statistics an example's gradient depends on the
     others and the clip bounds no example's influence: such victims are refused.
@@ -292,11 +303,11 @@ class DPSGD(Defense):
                 "batch normalisation."
             )
 
-    def _clipped_sum(self, victim, images, probabilities):
+    def _clipped_sum(self, victim, images, probabilities, weights=None):
         query = GaussianSumQuery(self.l2_norm_clip, self.noise_multiplier * self.l2_norm_clip)
         global_state = query.initial_global_state()
         params = query.derive_sample_params(global_state)
-        jacobian = per_example_gradients(victim, images, probabilities)
+        jacobian = per_example_gradients(victim, images, probabilities, weights)
         total = query.initial_sample_state(list(victim.trainable_variables))
         for i in range(int(images.shape[0])):
             total = query.accumulate_record(params, total, [j[i] for j in jacobian])
@@ -320,9 +331,18 @@ class DPSGD(Defense):
         noised, _, _ = query.get_noised_result(total, global_state)
         return [n / float(images.shape[0]) for n in noised]
 
-    def clipped_mean(self, victim, images, probabilities) -> list:
-        """The deterministic part: the mean of the clipped per-example gradients, no noise."""
-        _, _, total = self._clipped_sum(victim, images, probabilities)
+    def noised_mean(self, victim, weights, images, probabilities) -> list:
+        """One DP-SGD step's gradient at weight tensors `weights` (a FedAvg local step)."""
+        query, global_state, total = self._clipped_sum(victim, images, probabilities, weights)
+        noised, _, _ = query.get_noised_result(total, global_state)
+        return [n / float(images.shape[0]) for n in noised]
+
+    def clipped_mean(self, victim, images, probabilities, weights=None) -> list:
+        """The deterministic part: the mean of the clipped per-example gradients, no noise.
+
+        `weights`: optional weight tensors to compute at (a FedAvg local step).
+        """
+        _, _, total = self._clipped_sum(victim, images, probabilities, weights)
         return [t / float(images.shape[0]) for t in total]
 
     def apply(self, update, seed: int = 0) -> list:
@@ -331,15 +351,16 @@ class DPSGD(Defense):
             "first in the chain (DefendedUpdate applies it through private_gradient)."
         )
 
-    def epsilon(self, delta: float = 1e-5) -> float:
-        """Epsilon of one release (one batch, sampling rate 1) at `delta`, by RDP accounting.
+    def epsilon(self, delta: float = 1e-5, steps: int = 1) -> float:
+        """Epsilon at `delta` by RDP accounting of `steps` Gaussian releases that each
+        use an example (sampling rate 1: no amplification by sampling).
 
         Infinite for `noise_multiplier=0`.
         """
         if self.noise_multiplier == 0:
             return math.inf
         accountant = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS))
-        accountant.compose(dp_accounting.GaussianDpEvent(self.noise_multiplier))
+        accountant.compose(dp_accounting.GaussianDpEvent(self.noise_multiplier), int(steps))
         return float(accountant.get_epsilon(delta))
 
     @property
@@ -413,12 +434,16 @@ class DefendedUpdate:
 
     Attributes:
       update: the client's update before the defences.
-      defenses: applied in order; a `DPSGD` must come first and needs FedSGD.
+      defenses: applied in order; a `DPSGD` must come first. With FedAvg,
+        every local step is a DP-SGD step on its mini-batch (clip each
+        example's gradient at the current weights, noise the sum, average)
+        and the other defences act on the final weight difference.
       adaptive: whether the attacker's `simulate` applies each defence's
-        deterministic part to its dummy update (False: the naive attacker).
+        deterministic part to its dummy update (False: the naive attacker);
+        for DP-SGD that is the per-example clipping in every step.
 
     Raises:
-      ValueError: a DP-SGD defence that is not first, or on FedAvg.
+      ValueError: a DP-SGD defence that is not first.
     """
 
     update: object = dataclasses.field(default_factory=FedSGD)
@@ -436,11 +461,6 @@ class DefendedUpdate:
                         f"{defense.spec} computes the update from per-example gradients; put it "
                         "first in the chain of defences."
                     )
-                if not isinstance(self.update, FedSGD):
-                    raise ValueError(
-                        f"{defense.spec} is DP-SGD on one gradient step (FedSGD); it is not "
-                        "implemented for FedAvg's local steps: use update='gradient'."
-                    )
 
     @property
     def name(self) -> str:
@@ -456,7 +476,13 @@ class DefendedUpdate:
     def share(self, victim, images, labels, seed: int = 0) -> list:
         """The client's release: the update, then each defence in order (seeded noise)."""
         rest = self.defenses
-        if self.dpsgd is not None:
+        if self.dpsgd is not None and isinstance(self.update, FedAvg):
+            self.dpsgd.check_victim(victim)
+            images = victim.check_images(images)
+            probabilities = victim.labels_to_probabilities(labels)
+            update = self.update.unroll(victim, images, probabilities, self.dpsgd.noised_mean)
+            rest = rest[1:]
+        elif self.dpsgd is not None:
             update, rest = self.dpsgd.private_gradient(victim, images, labels), rest[1:]
         else:
             update = self.update.share(victim, images, labels)
@@ -470,7 +496,14 @@ class DefendedUpdate:
             return self.update.simulate(victim, images, probabilities, observed, statistics)
         rest = self.defenses
         if self.dpsgd is not None:
-            update = self.dpsgd.clipped_mean(victim, images, probabilities)
+            if isinstance(self.update, FedAvg):
+
+                def clipped(victim, weights, x, p):
+                    return self.dpsgd.clipped_mean(victim, x, p, weights)
+
+                update = self.update.unroll(victim, images, probabilities, clipped)
+            else:
+                update = self.dpsgd.clipped_mean(victim, images, probabilities)
             stats = victim.batch_statistics(images) if statistics else []
             rest = rest[1:]
         else:
@@ -485,6 +518,25 @@ class DefendedUpdate:
         """As the bare update's (the defences' distortion is not undone)."""
         return self.update.gradient_estimate(observed, batch_size)
 
-    def epsilon(self, delta: float = 1e-5) -> Optional[float]:
-        """DP-SGD's epsilon of the release at `delta`; None without DP-SGD."""
-        return None if self.dpsgd is None else self.dpsgd.epsilon(delta)
+    def epsilon(self, delta: float = 1e-5, batch_size: Optional[int] = None) -> Optional[float]:
+        """DP-SGD's epsilon of the release at `delta`; None without DP-SGD.
+
+        With FedAvg, the Gaussian releases of the local steps that use one
+        example compose (the mini-batches of one pass are disjoint, so an
+        example is in `ceil(K / mini-batches)` of the K steps); `batch_size`,
+        the client's batch, is then required.
+
+        Raises:
+          ValueError: FedAvg without `batch_size`.
+        """
+        if self.dpsgd is None:
+            return None
+        return self.dpsgd.epsilon(delta, steps=self.uses_per_example(batch_size))
+
+    def uses_per_example(self, batch_size: Optional[int] = None) -> int:
+        """How many of the client's gradient steps use one example (the most-used one)."""
+        if not isinstance(self.update, FedAvg):
+            return 1
+        if batch_size is None:
+            raise ValueError("FedAvg's epsilon depends on the client's batch: pass batch_size.")
+        return self.update.uses_per_example(int(batch_size))

@@ -216,7 +216,17 @@ class FedAvg:
             return int(self.local_steps)
         return (self.local_epochs or 1) * len(self._batches(batch_size))
 
-    def _unroll(self, victim, images, probabilities) -> list:
+    def uses_per_example(self, batch_size: int) -> int:
+        """How many of the K steps use the most-used example: `ceil(K / mini-batches)`."""
+        return -(-self.steps(batch_size) // len(self._batches(batch_size)))
+
+    def unroll(self, victim, images, probabilities, gradient_fn=None) -> list:
+        """`-lr * sum_k g_k` over the K steps, `g_k = gradient_fn(victim, W_k, x_b(k), y_b(k))`.
+
+        `gradient_fn` defaults to the gradient of the mean loss; a DP-SGD
+        client passes its clipped and noised step (`tfleak.defenses`).
+        """
+        gradient_fn = _gradient_at if gradient_fn is None else gradient_fn
         batch_size = int(images.shape[0])
         batches = self._batches(batch_size)
         weights = [tf.identity(v) for v in victim.trainable_variables]  # W_0, as tensors
@@ -224,7 +234,7 @@ class FedAvg:
         for k in range(self.steps(batch_size)):
             lo, hi = batches[k % len(batches)]
             current = weights if k == 0 else [w + u for w, u in zip(weights, update)]
-            gradient = _gradient_at(victim, current, images[lo:hi], probabilities[lo:hi])
+            gradient = gradient_fn(victim, current, images[lo:hi], probabilities[lo:hi])
             update = [u - self.local_learning_rate * g for u, g in zip(update, gradient)]
         return update
 
@@ -245,7 +255,7 @@ class FedAvg:
         """
         del seed
         images = victim.check_images(images)
-        return self._unroll(victim, images, victim.labels_to_probabilities(labels))
+        return self.unroll(victim, images, victim.labels_to_probabilities(labels))
 
     def simulate(self, victim, images, probabilities, observed=None, statistics=False):
         """The K steps unrolled on dummy data, differentiable in `images` and `probabilities`.
@@ -258,7 +268,7 @@ class FedAvg:
           `(update, statistics)`, as `FedSGD.simulate`.
         """
         del observed
-        update = self._unroll(victim, images, probabilities)
+        update = self.unroll(victim, images, probabilities)
         return update, (victim.batch_statistics(images) if statistics else [])
 
     def gradient_estimate(self, observed: Sequence[tf.Tensor], batch_size: int) -> list:
