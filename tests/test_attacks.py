@@ -126,3 +126,18 @@ def test_compiled_solver_cache_does_not_keep_victims_alive():
     del victim, observed
     gc.collect()
     assert alive() is None
+
+
+@pytest.mark.parametrize(
+    "attack, kwargs, message",
+    [
+        (tfleak.IDLG(), dict(observed_gradients=[]), "observed_gradients is empty"),
+        (tfleak.GradInversion(), dict(), "would mix independent attacks"),
+        (tfleak.IDLG(), dict(labels=[[1], [2]]), "2 labels for 1 observed gradients"),
+    ],
+)
+def test_attack_many_refuses_what_it_cannot_run(attack, kwargs, message, mnist, mnist_lenet):
+    observed = [mnist_lenet.gradient(mnist.images[1:2], tf.constant(mnist.labels[1:2]))]
+    kwargs = {"observed_gradients": observed, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        attack.attack_many(mnist_lenet, **kwargs)

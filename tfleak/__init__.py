@@ -26,6 +26,7 @@ from tfleak.attacks import AttackResult
 from tfleak.attacks import DummyData
 from tfleak.attacks import GradInversion
 from tfleak.attacks import InvertingGradients
+from tfleak.attacks import attack_many
 from tfleak.defenses import DefendedUpdate
 from tfleak.audit import AuditReport
 from tfleak.audit import audit
@@ -63,6 +64,7 @@ __all__ = [
     "DummyData",
     "GradInversion",
     "InvertingGradients",
+    "attack_many",
     "AuditReport",
     "audit",
     "DefendedUpdate",

@@ -6,6 +6,7 @@ from tfleak.attacks.dlg import DLG, IDLG
 from tfleak.attacks.dummy import DummyData
 from tfleak.attacks.gradinversion import GRADINVERSION_PRIORS, GradInversion
 from tfleak.attacks.inverting_gradients import InvertingGradients
+from tfleak.attacks.many import attack_many
 from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching, get_gradient_distance
 from tfleak.attacks.result import AttackResult, Snapshot
 
@@ -15,6 +16,7 @@ __all__ = [
     "IDLG",
     "InvertingGradients",
     "GradInversion",
+    "attack_many",
     "GRADINVERSION_PRIORS",
     "OPTIMIZERS",
     "BN_TARGETS",

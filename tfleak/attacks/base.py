@@ -30,10 +30,10 @@ from tensorflow import keras
 
 from tfleak import metrics as metrics_lib
 from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
-from tfleak.attacks.lbfgs import BatchedLBFGS
+from tfleak.attacks.lbfgs import BatchedLBFGS, ReplicatedLBFGS
 from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching
 from tfleak.attacks.result import AttackResult
-from tfleak.attacks.trials import RoundMonitor, RoundOutcome, StopRule
+from tfleak.attacks.trials import RoundMonitor, RoundOutcome, RoundRows, StopRule
 from tfleak.federated import FedSGD
 from tfleak.labels import LABEL_STRATEGIES
 from tfleak.priors import PRIORS
@@ -288,7 +288,7 @@ class GradientInversion:
         )
 
         best: Optional[RoundOutcome] = None
-        iterations, rounds, message = 0, 0, ""
+        iterations, evaluations, rounds, message = 0, 0, 0, ""
         for round_index in range(self.restarts + 1):
             rounds = round_index + 1
             if verbose:
@@ -296,9 +296,10 @@ class GradientInversion:
             monitor = RoundMonitor(
                 rule, zero_distance, self.iterations, round_index, verbose, on_snapshot
             )
-            outcome = run_round(round_index, monitor)
+            outcome = run_round(round_index, monitor).best(monitor)
             monitor.close()
             iterations += outcome.iterations
+            evaluations += outcome.evaluations
             if np.isfinite(outcome.distance) and (best is None or outcome.distance < best.distance):
                 best = outcome
             message = f"round {rounds}: {outcome.ending}"
@@ -314,8 +315,17 @@ class GradientInversion:
                     break
         return self._result(
             victim, best, fixed_labels, zero_distance, iterations, rounds, message,
-            time.perf_counter() - start_time, ground_truth,
+            time.perf_counter() - start_time, ground_truth, evaluations,
         )  # fmt: skip
+
+    def attack_many(self, victim, observed_gradients, **kwargs) -> list:
+        """Runs this attack on many observations of one victim at once, as one graph.
+
+        See `tfleak.attacks.many.attack_many` (arguments, strategy, errors).
+        """
+        from tfleak.attacks.many import attack_many
+
+        return attack_many(self, victim, observed_gradients, **kwargs)
 
     # -- inputs ---------------------------------------------------------------
 
@@ -371,8 +381,10 @@ class GradientInversion:
 
     # -- solvers --------------------------------------------------------------
 
-    def _first_order_rounds(self, objective, batch_size, optimise_labels, observed, labels, bn):
-        candidate = self._candidate(objective, batch_size, optimise_labels)
+    def _first_order_rounds(
+        self, objective, batch_size, optimise_labels, observed, labels, bn, seed_period=None
+    ):
+        candidate = self._candidate(objective, batch_size, optimise_labels, seed_period)
         dataset = Candidate.observations(observed, labels, bn)
         every = self._chunk()
         chunks = self.iterations // every
@@ -388,17 +400,10 @@ class GradientInversion:
                 callbacks=[watcher],
             )
             values, distances = candidate.values.numpy(), candidate.distances.numpy()
-            distances = np.where(np.isfinite(values), distances, np.inf)
-            best = int(np.argmin(distances))
-            return RoundOutcome(
-                distance=float(distances[best]),
-                data=candidate.dummy_data[best].numpy(),
-                label_logits=candidate.dummy_label_logits[best].numpy()
-                if optimise_labels
-                else None,
-                history=monitor.history,
-                iterations=monitor.iterations,
-                ending=monitor.ending,
+            return RoundRows(
+                distances=np.where(np.isfinite(values), distances, np.inf),
+                data=candidate.dummy_data.numpy(),
+                label_logits=candidate.dummy_label_logits.numpy() if optimise_labels else None,
                 consensus=candidate.current_consensus().numpy() if candidate.group else None,
             )
 
@@ -410,7 +415,7 @@ class GradientInversion:
         most = min(self.snapshot_every, self.iterations)
         return max(d for d in range(1, most + 1) if self.iterations % d == 0)
 
-    def _candidate(self, objective, batch_size, optimise_labels) -> Candidate:
+    def _candidate(self, objective, batch_size, optimise_labels, seed_period=None) -> Candidate:
         """One compiled `Candidate` per victim and configuration (traced graphs reused)."""
         # Prior weights and the registration are variables of the compiled
         # candidate: attacks that differ only in them share one traced graph.
@@ -427,6 +432,8 @@ class GradientInversion:
             ),
             batch_size,
             optimise_labels,
+            objective.stacked,
+            seed_period,
         )
         cache = _CANDIDATES.setdefault(objective.victim, {})
         if key in cache:
@@ -447,6 +454,7 @@ class GradientInversion:
                 group_warmup=self.group_warmup,
                 registration=self.registration,
                 max_shift=self.max_shift,
+                seed_period=seed_period,
             )
             rate = make_schedule(self.schedule, self.learning_rate, self.iterations, self.warmup)
             optimizer = (
@@ -458,15 +466,22 @@ class GradientInversion:
             cache[key] = candidate
         return cache[key]
 
-    def _lbfgs_rounds(self, objective, batch_size, optimise_labels, observed, labels, bn):
+    def _lbfgs_rounds(
+        self, objective, batch_size, optimise_labels, observed, labels, bn, seed_period=None,
+        strategy=None,
+    ):  # fmt: skip
+        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
         solver = BatchedLBFGS.for_objective(
-            objective, batch_size, optimise_labels, self.starts_per_round, self.init,
+            objective, batch_size, optimise_labels, self.starts_per_round // replicas, self.init,
             self.history_size, self.jit_compile,
         )  # fmt: skip
+        if replicas > 1:
+            solver = ReplicatedLBFGS(solver, strategy)
         arguments = (list(observed), labels, tuple(bn))
 
         def run_round(round_index, monitor):
-            results = solver.initialize(solver.random_starts(self.seed, round_index), *arguments)
+            starts = solver.random_starts(self.seed, round_index, period=seed_period)
+            results = solver.initialize(starts, *arguments)
             done = 0
             while done < self.iterations:
                 target = tf.constant(min(done + self.snapshot_every, self.iterations), tf.int32)
@@ -494,16 +509,12 @@ class GradientInversion:
                     break
             # `values` and `distances` are those of the last chunk: the loop
             # runs at least once and `results` has not moved since.
-            distances = np.where(np.isfinite(distances) & np.isfinite(values), distances, np.inf)
-            best = int(np.argmin(distances))
             data, logits = solver.unpack(results.position)
-            return RoundOutcome(
-                distance=float(distances[best]),
-                data=data[best].numpy(),
-                label_logits=None if logits is None else logits[best].numpy(),
-                history=monitor.history,
-                iterations=done,
-                ending=monitor.ending,
+            return RoundRows(
+                distances=np.where(np.isfinite(distances) & np.isfinite(values), distances, np.inf),
+                data=data.numpy(),
+                label_logits=None if logits is None else logits.numpy(),
+                evaluations=int(results.num_objective_evaluations),
             )
 
         return run_round
@@ -512,7 +523,7 @@ class GradientInversion:
 
     def _result(
         self, victim, best, fixed_labels, zero_distance, iterations, rounds, message, seconds,
-        ground_truth,
+        ground_truth, evaluations=0,
     ) -> AttackResult:  # fmt: skip
         failed = AttackResult(
             reconstruction=None,
@@ -523,6 +534,7 @@ class GradientInversion:
             iterations=iterations,
             restarts_used=rounds - 1,
             seconds=seconds,
+            evaluations=evaluations,
             attack=self,
             message=f"failed: every start diverged ({message})",
         )
@@ -543,6 +555,7 @@ class GradientInversion:
             iterations=iterations,
             restarts_used=rounds - 1,
             seconds=seconds,
+            evaluations=evaluations,
             history=best.history,
             attack=self,
             message=("converged, " if success else "failed: did not converge, ") + message,

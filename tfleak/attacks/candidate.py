@@ -87,7 +87,9 @@ class Candidate(keras.Model):
       boxed: project the data onto [0, 1] after every step.
       langevin: noise scale alpha_n of the Langevin update (0 = none).
       init: a key of `DUMMY_INITS`.
-      seed: seed of start 0; start i of round r uses `seed + r * starts + i`.
+      seed: seed of start 0; start i of round r uses `seed + r * starts + i`
+        (with `seed_period` P: `seed + r * P + i mod P`, so every block of P
+        starts, one attack of `tfleak.attacks.many`, begins as one alone would).
       group_every: steps between refreshes of the group consensus.
       group_warmup: steps before the first consensus (the group prior is 0
         until then).
@@ -114,6 +116,7 @@ class Candidate(keras.Model):
         group_warmup: int = 100,
         registration: str = "translation",
         max_shift: Optional[int] = None,
+        seed_period: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -123,6 +126,7 @@ class Candidate(keras.Model):
         self.optimise_labels = bool(optimise_labels)
         self.signed, self.boxed, self.langevin = bool(signed), bool(boxed), float(langevin)
         self.init, self.seed = init, int(seed)
+        self.seed_period = int(seed_period or starts)
         self.group = "group" in objective.priors
         self.group_every, self.group_warmup = int(group_every), int(group_warmup)
         self.data_shape = (self.starts, self.batch_size, *victim.image_shape)
@@ -165,16 +169,13 @@ class Candidate(keras.Model):
 
     def reset(self, round_index: int) -> None:
         """New random starts for round `round_index`, and a fresh optimizer state."""
-        rows = []
-        for i in range(self.starts):
-            start_seed = self.seed + round_index * self.starts + i
-            rows.append(DUMMY_INITS[self.init](start_seed)(self.data_shape[1:]))
+        period = self.seed_period
+        seeds = [self.seed + round_index * period + i % period for i in range(self.starts)]
+        rows = [DUMMY_INITS[self.init](seed)(self.data_shape[1:]) for seed in seeds]
         self.dummy_data.assign(tf.stack(rows))
         logits = [
-            keras.initializers.RandomNormal(
-                0.0, 1.0, seed=self.seed + round_index * self.starts + i + 1
-            )(self.logits_shape[1:])
-            for i in range(self.starts)
+            keras.initializers.RandomNormal(0.0, 1.0, seed=seed + 1)(self.logits_shape[1:])
+            for seed in seeds
         ]
         self.dummy_label_logits.assign(tf.stack(logits))
         self.consensus.assign(tf.zeros_like(self.consensus))

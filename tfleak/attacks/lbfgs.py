@@ -25,7 +25,7 @@ from tensorflow_probability.python.optimizer.lbfgs import LBfgsOptimizerResults
 
 from tfleak.attacks.candidate import DUMMY_INITS
 
-__all__ = ["BatchedLBFGS"]
+__all__ = ["BatchedLBFGS", "ReplicatedLBFGS"]
 
 _SOLVERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -71,6 +71,7 @@ class BatchedLBFGS:
             tuple(sorted(objective.priors.items())),
             objective.bn_first_layer_scale,
             objective.vectorize,
+            objective.stacked,
             repr(objective.update),
             batch_size,
             optimise_labels,
@@ -81,7 +82,7 @@ class BatchedLBFGS:
         )
         solvers = _SOLVERS.setdefault(objective.victim, {})
         if key not in solvers:
-            solvers[key] = cls(objective, *key[5:])
+            solvers[key] = cls(objective, *key[6:])
         return solvers[key]
 
     def unpack(self, positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -91,11 +92,18 @@ class BatchedLBFGS:
             return data, None
         return data, tf.reshape(positions[:, self.data_size :], self.logits_shape)
 
-    def random_starts(self, seed: int, round_index: int) -> tf.Tensor:
-        """`[starts, dimension]` random starts; start `i` uses seed `seed + round * starts + i`."""
+    def random_starts(self, seed: int, round_index: int, starts=None, period=None) -> tf.Tensor:
+        """`[starts, dimension]` random starts; start `i` uses seed `seed + round * starts + i`.
+
+        `starts`: how many (default: the solver's). `period` P: start `i` uses
+        `seed + round * P + i mod P` instead (every block of P starts, one
+        attack of `tfleak.attacks.many`, begins as one attack alone would).
+        """
+        starts = self.starts if starts is None else int(starts)
+        period = starts if period is None else int(period)
         rows = []
-        for i in range(self.starts):
-            start_seed = seed + round_index * self.starts + i
+        for i in range(starts):
+            start_seed = seed + round_index * period + i % period
             parts = [tf.reshape(DUMMY_INITS[self.init](start_seed)(self.data_shape[1:]), [-1])]
             if self.optimise_labels:
                 logits = keras.initializers.RandomNormal(0.0, 1.0, seed=start_seed + 1)
@@ -152,3 +160,99 @@ class BatchedLBFGS:
     def _distances(self, positions, observed, labels, bn_targets) -> tf.Tensor:
         data, logits = self.unpack(positions)
         return self.objective(data, self._probabilities(logits, labels), observed, bn_targets)[1]
+
+
+class ReplicatedLBFGS:
+    """A `BatchedLBFGS` whose starts are split evenly across a strategy's replicas.
+
+    Replica `r` runs L-BFGS on starts `[r * n, (r + 1) * n)` (n = the wrapped
+    solver's starts) with their rows of the observations, inside
+    `strategy.run`. L-BFGS keeps its state in tensors, not variables, so the
+    dummy data is never a mirrored variable and nothing is all-reduced: the
+    starts (independent attacks) stay independent, and each computes what
+    one device would. The victim's weights are read on every replica.
+
+    Offers `BatchedLBFGS`'s interface over all `replicas * n` starts;
+    `initialize` and `resume` return a `Replicated` state whose fields are the
+    replicas' results concatenated (`num_iterations`: the most of any replica).
+    """
+
+    def __init__(self, solver: BatchedLBFGS, strategy: tf.distribute.Strategy):
+        self.solver, self.strategy = solver, strategy
+        self.replicas = strategy.num_replicas_in_sync
+        self.starts = solver.starts * self.replicas
+        self.data_shape = (self.starts, *solver.data_shape[1:])
+        self.logits_shape = (self.starts, *solver.logits_shape[1:])
+        self._initialize_fn = tf.function(self._initialize, autograph=False)
+        self._resume_fn = tf.function(self._resume, autograph=False)
+        self.distances = tf.function(self._distances, autograph=False)
+
+    def _split(self, rows):
+        """Per-replica values: replica r gets rows `[r n, (r + 1) n)` of every tensor."""
+        n = self.solver.starts
+
+        def value_fn(context):
+            r = context.replica_id_in_sync_group
+            return tf.nest.map_structure(lambda t: t[r * n : (r + 1) * n], rows)
+
+        return self.strategy.experimental_distribute_values_from_function(value_fn)
+
+    def _merge(self, per_replica) -> LBfgsOptimizerResults:
+        parts = self.strategy.experimental_local_results(per_replica)
+        merged = {}
+        for field in LBfgsOptimizerResults._fields:
+            values = [getattr(p, field) for p in parts]
+            if field in ("num_iterations", "num_objective_evaluations"):
+                merged[field] = tf.reduce_max(tf.stack(values))
+            elif field in ("position_deltas", "gradient_deltas"):
+                merged[field] = tf.concat(values, axis=1)  # [history, starts, dimension]
+            else:
+                merged[field] = tf.concat(values, axis=0)
+        return LBfgsOptimizerResults(**merged)
+
+    def _initialize(self, positions, observed, labels, bn_targets):
+        rows = self._split((positions, list(observed), labels))
+        per_replica = self.strategy.run(
+            lambda p, o, y: self.solver._initialize(p, o, y, bn_targets), args=rows
+        )
+        return per_replica
+
+    def _resume(self, per_replica, max_iterations, observed, labels, bn_targets):
+        rows = self._split((list(observed), labels))
+        return self.strategy.run(
+            lambda r, o, y: self.solver._resume(r, max_iterations, o, y, bn_targets),
+            args=(per_replica, *rows),
+        )
+
+    def initialize(self, positions, observed, labels, bn_targets):
+        state = self._initialize_fn(positions, observed, labels, bn_targets)
+        return Replicated(state, self._merge(state))
+
+    def resume(self, results, max_iterations, observed, labels, bn_targets):
+        state = self._resume_fn(results.per_replica, max_iterations, observed, labels, bn_targets)
+        return Replicated(state, self._merge(state))
+
+    def random_starts(self, seed: int, round_index: int, period=None) -> tf.Tensor:
+        """The starts one solver of all `starts` would draw (same seeds)."""
+        return self.solver.random_starts(seed, round_index, self.starts, period)
+
+    def unpack(self, positions: tf.Tensor):
+        data = tf.reshape(positions[:, : self.solver.data_size], self.data_shape)
+        if not self.solver.optimise_labels:
+            return data, None
+        return data, tf.reshape(positions[:, self.solver.data_size :], self.logits_shape)
+
+    def _distances(self, positions, observed, labels, bn_targets) -> tf.Tensor:
+        data, logits = self.unpack(positions)
+        probabilities = self.solver._probabilities(logits, labels)
+        return self.solver.objective(data, probabilities, observed, bn_targets)[1]
+
+
+class Replicated:
+    """Per-replica L-BFGS state, and the replicas' results concatenated (its attributes)."""
+
+    def __init__(self, per_replica, merged: LBfgsOptimizerResults):
+        self.per_replica, self.merged = per_replica, merged
+
+    def __getattr__(self, name):
+        return getattr(self.merged, name)

@@ -89,6 +89,10 @@ class GradientMatching:
         `tfleak.defenses.DefendedUpdate` (an adaptive attacker applies the
         defences' deterministic parts). The distance compares its `simulate`
         with the observed update.
+      stacked: the observed update has a leading axis of starts, one
+        observation per start (independent attacks on one victim, evaluated
+        together; see `tfleak.attacks.many`); False: every start matches the
+        same observation.
 
     Raises:
       ValueError: unknown distance or prior, or a negative or non-finite weight.
@@ -102,8 +106,10 @@ class GradientMatching:
         bn_first_layer_scale: float = 1.0,
         vectorize: bool = False,
         update=None,
+        stacked: bool = False,
     ):
         self._victim = weakref.ref(victim)
+        self.stacked = bool(stacked)
         self.update = FedSGD() if update is None else update
         self.distance_name = distance
         self._distance = get_gradient_distance(distance)
@@ -150,7 +156,8 @@ class GradientMatching:
         Args:
           data: `[starts, batch, h, w, c]` float32.
           probabilities: `[starts, batch, classes]` float32 label probabilities.
-          observed: the shared gradient, one tensor per trainable variable.
+          observed: the shared gradient, one tensor per trainable variable
+            (with `stacked`, each `[starts, *variable.shape]`, one per start).
 
         Returns:
           `distance` `[starts]` and, per batch-norm layer, `(mean [starts, ch],
@@ -160,23 +167,28 @@ class GradientMatching:
         victim = self.victim
 
         def one(args):
-            x, y = args
+            x, y, target = args
+            target = list(target) if self.stacked else observed
             gradient, statistics = self.update.simulate(
-                victim, x, y, observed, statistics=self.needs_statistics
+                victim, x, y, target, statistics=self.needs_statistics
             )
-            return self._distance(gradient, observed), statistics
+            return self._distance(gradient, target), statistics
+
+        def row(i):
+            return tuple(o[i] for o in observed) if self.stacked else ()
 
         if data.shape[0] == 1 or not self.vectorize:
             # One graph per start, side by side in the same graph (TF runs
             # independent ops in parallel): no per-start loop at run time.
-            outcomes = [one((data[i], probabilities[i])) for i in range(data.shape[0])]
+            outcomes = [one((data[i], probabilities[i], row(i))) for i in range(data.shape[0])]
             distance = tf.stack([d for d, _ in outcomes])
             statistics = [
                 (tf.stack([o[1][k][0] for o in outcomes]), tf.stack([o[1][k][1] for o in outcomes]))
                 for k in range(len(outcomes[0][1]))
             ]
             return distance, statistics
-        return tf.vectorized_map(one, (data, probabilities))
+        targets = tuple(observed) if self.stacked else ()
+        return tf.vectorized_map(one, (data, probabilities, targets))
 
     def __call__(
         self,

@@ -41,6 +41,9 @@ class AttackResult:
       relative_distance: `gradient_distance` over the distance of a zero
         gradient.
       iterations: optimiser iterations over all rounds.
+      evaluations: objective (and gradient) evaluations over all rounds, per
+        start: equal to `iterations` for first-order steps, more for L-BFGS
+        (its line search).
       restarts_used: rounds from fresh random starts after the first.
       seconds: wall-clock seconds, compilation included.
       history: snapshots of the winning round, for figures.
@@ -65,6 +68,7 @@ class AttackResult:
     iterations: int
     restarts_used: int
     seconds: float
+    evaluations: int = 0
     history: list = dataclasses.field(default_factory=list)
     metrics: dict = dataclasses.field(default_factory=dict)
     attack: Any = None

@@ -21,7 +21,7 @@ from tensorflow import keras
 
 from tfleak.attacks.result import Snapshot
 
-__all__ = ["StopRule", "RoundMonitor", "RoundOutcome"]
+__all__ = ["StopRule", "RoundMonitor", "RoundOutcome", "RoundRows"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,34 @@ class RoundOutcome:
     iterations: int
     ending: str
     consensus: Optional[np.ndarray] = None  # [batch, h, w, c], group consistency only
+    evaluations: int = 0  # objective evaluations in the round (per start)
+
+
+@dataclasses.dataclass
+class RoundRows:
+    """Every start of one round at its end, for choosing the best of some of them."""
+
+    distances: np.ndarray  # [starts], inf where the start diverged
+    data: np.ndarray  # [starts, batch, h, w, c] as optimised (unclipped)
+    label_logits: Optional[np.ndarray]  # [starts, batch, classes] or None
+    consensus: Optional[np.ndarray] = None  # [batch, h, w, c], group consistency only
+    evaluations: Optional[int] = None  # objective evaluations (None: one per iteration)
+
+    def best(self, monitor, rows: Optional[slice] = None) -> RoundOutcome:
+        """The `RoundOutcome` of the start with the smallest distance among `rows`
+        (default: all), with the history and ending `monitor` recorded."""
+        index = np.arange(len(self.distances))[rows if rows is not None else slice(None)]
+        best = int(index[np.argmin(self.distances[index])])
+        return RoundOutcome(
+            distance=float(self.distances[best]),
+            data=self.data[best],
+            label_logits=None if self.label_logits is None else self.label_logits[best],
+            history=monitor.history,
+            iterations=monitor.iterations,
+            ending=monitor.ending,
+            consensus=self.consensus,
+            evaluations=monitor.iterations if self.evaluations is None else self.evaluations,
+        )
 
 
 class RoundMonitor:
