@@ -34,6 +34,12 @@ flags.DEFINE_integer("batches", 2, "Batches attacked per setting.")
 flags.DEFINE_integer("iterations", 300, "Attack iterations per batch.")
 flags.DEFINE_float("time_budget_s", 600.0, "No setting starts after this many seconds.")
 flags.DEFINE_integer("seed", 0, "Seed of the drawn examples and of the attacks.")
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored", "tpu", "multi_worker"],
+    "tf.distribute strategy: an L-BFGS attack's batches are split across its replicas.",
+)
 flags.mark_flags_as_required(["model_path", "data_dir"])
 
 
@@ -56,8 +62,10 @@ def main(argv):
     from tensorflow import keras
 
     import tfleak
+    from tfleak.distribute import get_strategy
 
     try:
+        strategy = get_strategy(FLAGS.strategy)
         model = keras.models.load_model(FLAGS.model_path, compile=False)
         report = tfleak.audit(
             model,
@@ -71,6 +79,7 @@ def main(argv):
             time_budget_s=FLAGS.time_budget_s,
             output_dir=output_dir,
             seed=FLAGS.seed,
+            strategy=strategy,
         )
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from error

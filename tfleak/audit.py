@@ -14,7 +14,8 @@ quantisation, DP-SGD's clip), applies it (the adaptive attacker of
 The attacks run with a reduced budget (`iterations`, 300 by default) so an
 audit finishes in minutes on a CPU; its numbers are a lower bound on the
 leakage a patient attacker achieves. Settings that would start after
-`time_budget_s` are reported as skipped.
+`time_budget_s` are reported as skipped. A setting's batches are attacked at
+once, as one graph with a leading axis of attacks (`tfleak.attack_many`).
 """
 
 from __future__ import annotations
@@ -255,21 +256,29 @@ def _chain(defense) -> tuple:
     return tuple(chain)
 
 
-def _attack(attack_class, victim, observed, threat, chain, x, y, iterations, seed):
-    """One attack; labels restored by 'counts', else optimised where restoration refuses."""
+def _attack_all(
+    attack_class, victim, observations, threat, chain, truths, iterations, seed, strategy
+):
+    """The setting's attacks on every batch at once (`attack_many`); labels restored by
+    'counts', else optimised where restoration refuses."""
     strategies = ["optimize"] if attack_class.__name__ == "DLG" else ["counts", "optimize"]
-    for strategy in strategies:
+    for label_strategy in strategies:
         attack = attack_class(
             iterations=iterations,
             restarts=0,
             seed=seed,
-            label_strategy=strategy,
+            label_strategy=label_strategy,
             update=DefendedUpdate(threat, chain, adaptive=True),
         )
+        # Only L-BFGS keeps its dummy data out of variables, so only it is split
+        # across replicas; first-order attacks run on one.
+        replicated = strategy if attack.optimizer == "lbfgs" else None
         try:
-            return attack(victim, observed, ground_truth=(x, y), verbose=0)
+            return attack.attack_many(
+                victim, observations, ground_truths=truths, strategy=replicated, verbose=0
+            )
         except ValueError:
-            if strategy == strategies[-1]:
+            if label_strategy == strategies[-1]:
                 raise
     raise AssertionError("unreachable")
 
@@ -288,6 +297,7 @@ def audit(
     output_dir=None,
     seed: int = 0,
     verbose: int = 1,
+    strategy: Optional[tf.distribute.Strategy] = None,
 ) -> AuditReport:
     """Attacks a clone of `model` on a few batches of `data` per setting; see the module.
 
@@ -309,6 +319,9 @@ def audit(
       output_dir: if given, report.json, report.md and worst_leaks.png go there.
       seed: seed of the drawn examples and the attacks.
       verbose: 0 silent, 1 one line per setting.
+      strategy: a `tf.distribute.Strategy` (`tfleak.distribute.get_strategy`):
+        an L-BFGS attack's batches are split across its replicas. A setting's
+        batches are always attacked at once, as one graph (`attack_many`).
 
     Returns:
       An `AuditReport`.
@@ -346,12 +359,15 @@ def audit(
         setting.epsilon = release.epsilon(batch_size=batch_size)
         began = time.perf_counter()
         psnrs, ssims, accuracies = [], [], []
-        for index, rows in enumerate(groups):
-            x, y = images[rows], labels[rows]
-            observed = release.share(victim, x, y, seed=seed + index)
-            result = _attack(
-                classes[attack_name], victim, observed, threat, chain, x, y, iterations, seed
-            )
+        truths = [(images[rows], labels[rows]) for rows in groups]
+        observations = [
+            release.share(victim, x, y, seed=seed + index) for index, (x, y) in enumerate(truths)
+        ]
+        attacked = _attack_all(
+            classes[attack_name], victim, observations, threat, chain, truths, iterations, seed,
+            strategy,
+        )  # fmt: skip
+        for (x, y), result in zip(truths, attacked):
             if result.reconstruction is None:
                 psnrs += [0.0] * len(y)
                 ssims += [0.0] * len(y)
