@@ -149,7 +149,10 @@ class AuditReport:
                 [[p[0] for p in pairs], [p[1] for p in pairs]],
                 output_dir / "worst_leaks.png",
                 row_titles=["private", "reconstructed"],
-                column_titles=[f"{p[2]:.1f} dB\n{p[3].attack}" for p in pairs],
+                column_titles=[
+                    f"{p[2]:.1f} dB\n{p[3].attack}\n{p[3].threat.split('(')[0]}, {p[3].defense}"
+                    for p in pairs
+                ],
                 title=f"Worst leaks of {self.model}",
             )
         return output_dir
