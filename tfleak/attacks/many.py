@@ -169,8 +169,11 @@ def attack_many(
         observed = victim.check_gradient(gradient)
         _check_observation(observed)
         observations.append(observed)
-    first = lambda given: None if given is None else given[0]  # noqa: E731
-    batch_size = attack._batch_size(batch_size, first(labels), first(ground_truths))
+    batch_size = attack._batch_size(
+        batch_size,
+        None if labels is None else labels[0],
+        None if ground_truths is None else ground_truths[0],
+    )
     if ground_truths is not None:
         ground_truths = [
             metrics_lib.check_ground_truth(truth, victim, batch_size) for truth in ground_truths
