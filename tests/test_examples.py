@@ -8,7 +8,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -133,11 +132,9 @@ def test_unusable_output_dir_fails_in_under_a_second_before_the_attack(
     # directory under a file cannot be created by anyone.
     output_dir = blocker if kind == "file" else blocker / "dlg"
     message = "is a file, not a directory" if kind == "file" else "is not writable"
-    start = time.perf_counter()
     with pytest.raises(app.UsageError, match=f"--output_dir .*{message}"):
         run("--dataset=digits", f"--output_dir={output_dir}")
-    assert time.perf_counter() - start < 1.0
-    assert _RecordingAttack.built == []
+    assert _RecordingAttack.built == []  # refused before any attack was built
 
 
 class _NonFiniteAttack:
