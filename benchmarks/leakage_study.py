@@ -63,6 +63,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import functools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
@@ -123,6 +124,13 @@ flags.DEFINE_float(
 flags.DEFINE_integer("seed", 0, "Seed of the victims, batches, noise and attacks.")
 flags.DEFINE_string("data_dir", "../shared/data", "Folder holding cifar10/{train,test}.")
 flags.DEFINE_string("output_dir", "benchmarks/results", "Where the JSON and PNG go.")
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored", "tpu", "multi_worker"],
+    "tf.distribute strategy: an L-BFGS attack's batches are split across its replicas "
+    "(tfleak.distribute.get_strategy; first-order attacks run on one replica).",
+)
 flags.DEFINE_string("tag", "", "Appended to the file names (e.g. _dlg1500), letters, digits, _.-")
 flags.mark_flag_as_required("study")
 
@@ -321,7 +329,10 @@ def _measure(settings, value, victim, accuracy, truths, cache_observed, attack_n
     for label_strategy in ("counts", "optimize"):
         attack = _make_attack(attack_name, iterations, update, settings["seed"], label_strategy)
         try:
-            results = attack.attack_many(victim, observed, ground_truths=truths, verbose=0)
+            strategy = _strategy() if attack.optimizer == "lbfgs" else None
+            results = attack.attack_many(
+                victim, observed, ground_truths=truths, strategy=strategy, verbose=0
+            )
             break
         except ValueError as error:
             if label_strategy == "optimize" or attack_name == "dlg":
@@ -457,6 +468,14 @@ def _plot(settings: dict, rows: list, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+@functools.cache
+def _strategy():
+    """The `--strategy` (built once): results do not depend on it, only where they run."""
+    from tfleak.distribute import get_strategy
+
+    return get_strategy(FLAGS.strategy)
 
 
 def main(argv):
