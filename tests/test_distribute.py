@@ -48,7 +48,7 @@ def test_dp_training_refuses_two_replicas(mirrored_run):
 
 
 def test_attacks_split_across_two_replicas_equal_one_replica(shared_data):
-    """Three iDLG attacks on MNIST digits, as one graph on one device and split over
+    """Two iDLG attacks on MNIST digits, as one graph on one device and split over
     two logical CPUs (dummy data in L-BFGS tensors, never a mirrored variable): the
     same reconstructions, and the same as the first attack run alone."""
     completed = subprocess.run(
@@ -64,5 +64,5 @@ def test_attacks_split_across_two_replicas_equal_one_replica(shared_data):
     assert run["replicas"] == 2
     assert run["max_difference"] < 1e-4 and run["alone_difference"] < 1e-4, run
     assert run["psnr_two"] == pytest.approx(run["psnr_one"], abs=0.01)
-    assert min(run["psnr_two"]) > 15.0, run  # 40 L-BFGS iterations; measured 17.4-18.4 dB
+    assert min(run["psnr_two"]) > 12.0, run  # 30 L-BFGS iterations; measured 14.0 and 14.1 dB
     assert run["labels_two"] == run["true_labels"]
