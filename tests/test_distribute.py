@@ -14,19 +14,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def mirrored_run(shared_data) -> dict:
-    # A subprocess: the two logical CPUs must exist before TensorFlow initialises.
+def _two_cpu_run(script: str, shared_data) -> dict:
+    """Runs tests/<script> in a subprocess (the two logical CPUs must exist before
+    TensorFlow initialises) and returns the JSON line it prints last."""
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "_mirrored_run.py"), str(shared_data)],
+        [sys.executable, str(ROOT / "tests" / script), str(shared_data)],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     if completed.returncode != 0:
-        pytest.fail(f"mirrored run failed:\n{completed.stderr[-3000:]}")
+        pytest.fail(f"{script} failed:\n{completed.stderr[-3000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def mirrored_run(shared_data) -> dict:
+    return _two_cpu_run("_mirrored_run.py", shared_data)
 
 
 def test_target_and_attacker_train_on_two_replicas(mirrored_run):
@@ -51,16 +56,7 @@ def test_attacks_split_across_two_replicas_equal_one_replica(shared_data):
     """Two iDLG attacks on MNIST digits, as one graph on one device and split over
     two logical CPUs (dummy data in L-BFGS tensors, never a mirrored variable): the
     same reconstructions, and the same as the first attack run alone."""
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "_mirrored_attacks.py"), str(shared_data)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    if completed.returncode != 0:
-        pytest.fail(f"mirrored attacks failed:\n{completed.stderr[-3000:]}")
-    run = json.loads(completed.stdout.strip().splitlines()[-1])
+    run = _two_cpu_run("_mirrored_attacks.py", shared_data)
     assert run["replicas"] == 2
     assert run["max_difference"] < 1e-4 and run["alone_difference"] < 1e-4, run
     assert run["psnr_two"] == pytest.approx(run["psnr_one"], abs=0.01)

@@ -261,22 +261,10 @@ class GradientInversion:
             victim, self.update.gradient_estimate(observed, batch_size), batch_size, labels
         )
         bn_targets = self._bn_targets(victim, batch_statistics)
-        objective = GradientMatching(
-            victim,
-            self.distance,
-            self.priors,
-            self.bn_first_layer_scale,
-            self.vectorize,
-            update=self.update,
-        )
+        objective = self._objective(victim)
         zero = objective._distance([tf.zeros_like(g) for g in observed], observed)
         zero_distance = float(zero)
-        rule = StopRule(
-            self.tolerance if self.stop_at_tolerance else 0.0,
-            self.stall_ratio,
-            self.stall_window,
-            self.stall_floor,
-        )
+        rule = self._stop_rule()
         starts = self.starts_per_round
         probabilities = (
             tf.zeros((starts, batch_size, victim.num_classes))
@@ -328,6 +316,27 @@ class GradientInversion:
         return attack_many(self, victim, observed_gradients, **kwargs)
 
     # -- inputs ---------------------------------------------------------------
+
+    def _objective(self, victim, stacked: bool = False) -> GradientMatching:
+        """The `GradientMatching` this attack minimises (`stacked`: one observation per start)."""
+        return GradientMatching(
+            victim,
+            self.distance,
+            self.priors,
+            self.bn_first_layer_scale,
+            self.vectorize,
+            update=self.update,
+            stacked=stacked,
+        )
+
+    def _stop_rule(self) -> StopRule:
+        """When a round ends early, from the attack's tolerance and stall settings."""
+        return StopRule(
+            self.tolerance if self.stop_at_tolerance else 0.0,
+            self.stall_ratio,
+            self.stall_window,
+            self.stall_floor,
+        )
 
     @staticmethod
     def _batch_size(batch_size, labels, ground_truth) -> int:

@@ -29,9 +29,8 @@ import tensorflow as tf
 from tensorflow import keras
 
 from tfleak import metrics as metrics_lib
-from tfleak.attacks.objectives import GradientMatching
 from tfleak.attacks.result import AttackResult
-from tfleak.attacks.trials import RoundMonitor, RoundOutcome, StopRule
+from tfleak.attacks.trials import RoundMonitor, RoundOutcome
 
 __all__ = ["attack_many"]
 
@@ -202,24 +201,11 @@ def attack_many(
         one_hot = tf.one_hot(np.stack([fixed[a] for a in order]), classes)
         probabilities = tf.repeat(one_hot, starts, axis=0)
     bn_targets = attack._bn_targets(victim, None)
-    objective = GradientMatching(
-        victim,
-        attack.distance,
-        attack.priors,
-        attack.bn_first_layer_scale,
-        attack.vectorize,
-        update=attack.update,
-        stacked=True,
-    )
+    objective = attack._objective(victim, stacked=True)
     zeros = [tf.zeros_like(g) for g in observations[0]]
     zero_distances = [float(objective._distance(zeros, observed)) for observed in observations]
     zero_distances += [zero_distances[-1]] * (padded - count)
-    rule = StopRule(
-        attack.tolerance if attack.stop_at_tolerance else 0.0,
-        attack.stall_ratio,
-        attack.stall_window,
-        attack.stall_floor,
-    )
+    rule = attack._stop_rule()
     together = dataclasses.replace(attack, starts_per_round=padded * starts)
     arguments = (objective, batch_size, optimise_labels, stacked, probabilities, bn_targets)
     if attack.optimizer == "lbfgs":
