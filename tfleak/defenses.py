@@ -9,8 +9,8 @@ identity limit:
 - `DPSGD(l2_norm_clip, noise_multiplier)`: the client computes DP-SGD's update
   instead of the plain gradient (Abadi et al. 2016, alg. 1): every example's
   gradient clipped to L2 norm `l2_norm_clip`, the sum noised with
-  `N(0, (noise_multiplier * l2_norm_clip)^2)` by tensorflow-privacy's
-  `GaussianSumQuery`, divided by the batch size. With a clip above every
+  `N(0, (noise_multiplier * l2_norm_clip)^2)` (`tfleak.privacy.query`, with
+  tensorflow-privacy's `GaussianSumQuery` semantics), divided by the batch size. With a clip above every
   example's gradient norm and `noise_multiplier=0` it is the gradient of the
   mean loss. First in a chain; with FedAvg every local step is a DP-SGD step.
 - `Prune(fraction)`: in every variable's tensor, the `fraction` of entries of
@@ -45,10 +45,10 @@ from typing import Optional, Sequence, Union
 
 import dp_accounting
 import tensorflow as tf
-from tensorflow_privacy.privacy.dp_query.gaussian_query import GaussianSumQuery
 
 from tfleak.federated import FedAvg, FedSGD, weights_substituted
 from tfleak.privacy.accounting import RDP_ORDERS
+from tfleak.privacy.query import clipped_sum, gaussian_sum
 
 __all__ = [
     "DEFENSES",
@@ -303,23 +303,29 @@ class DPSGD(Defense):
                 "batch normalisation."
             )
 
-    def _clipped_sum(self, victim, images, probabilities, weights=None):
-        query = GaussianSumQuery(self.l2_norm_clip, self.noise_multiplier * self.l2_norm_clip)
-        global_state = query.initial_global_state()
-        params = query.derive_sample_params(global_state)
-        jacobian = per_example_gradients(victim, images, probabilities, weights)
-        total = query.initial_sample_state(list(victim.trainable_variables))
-        for i in range(int(images.shape[0])):
-            total = query.accumulate_record(params, total, [j[i] for j in jacobian])
-        return query, global_state, total
+    def _per_example(self, victim, images, probabilities, weights=None) -> list:
+        return per_example_gradients(victim, images, probabilities, weights)
 
-    def private_gradient(self, victim, images, labels) -> list:
-        """The client's DP-SGD update on its batch (random: TF's global seed).
+    def noised_mean(self, victim, weights, images, probabilities, seed=None) -> list:
+        """One DP-SGD step's update at weight tensors `weights` (None: the victim's own).
+
+        `(sum_i clip(g_i, C) + N(0, (z C)^2 I)) / B`; `seed` None draws the
+        noise from TF's global generator.
+        """
+        records = self._per_example(victim, images, probabilities, weights)
+        noised = gaussian_sum(
+            records, self.l2_norm_clip, self.noise_multiplier * self.l2_norm_clip, seed
+        )
+        return [n / float(images.shape[0]) for n in noised]
+
+    def private_gradient(self, victim, images, labels, seed=None) -> list:
+        """The client's DP-SGD update on its batch (random: TF's global seed, or `seed`).
 
         Args:
           victim: the `tfleak.models.Victim`.
           images: `[batch, h, w, c]` float32 in [0, 1].
           labels: `[batch]` int or `[batch, classes]` probabilities.
+          seed: optional int for reproducible noise.
 
         Returns:
           One float32 tensor per trainable variable.
@@ -327,23 +333,15 @@ class DPSGD(Defense):
         self.check_victim(victim)
         images = victim.check_images(images)
         probabilities = victim.labels_to_probabilities(labels)
-        query, global_state, total = self._clipped_sum(victim, images, probabilities)
-        noised, _, _ = query.get_noised_result(total, global_state)
-        return [n / float(images.shape[0]) for n in noised]
-
-    def noised_mean(self, victim, weights, images, probabilities) -> list:
-        """One DP-SGD step's gradient at weight tensors `weights` (a FedAvg local step)."""
-        query, global_state, total = self._clipped_sum(victim, images, probabilities, weights)
-        noised, _, _ = query.get_noised_result(total, global_state)
-        return [n / float(images.shape[0]) for n in noised]
+        return self.noised_mean(victim, None, images, probabilities, seed)
 
     def clipped_mean(self, victim, images, probabilities, weights=None) -> list:
         """The deterministic part: the mean of the clipped per-example gradients, no noise.
 
         `weights`: optional weight tensors to compute at (a FedAvg local step).
         """
-        _, _, total = self._clipped_sum(victim, images, probabilities, weights)
-        return [t / float(images.shape[0]) for t in total]
+        records = self._per_example(victim, images, probabilities, weights)
+        return [t / float(images.shape[0]) for t in clipped_sum(records, self.l2_norm_clip)]
 
     def apply(self, update, seed: int = 0) -> list:
         raise ValueError(

@@ -30,7 +30,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import tensorflow as tf
-import tensorflow_privacy
+try:  # TEMPORARY while tfleak.privacy.dp is ported
+    import tensorflow_privacy
+except ImportError:
+    tensorflow_privacy = None
 from tensorflow import keras
 
 from tfleak.data.omniglot import IMAGE_SIZE, NUM_ALPHABETS
