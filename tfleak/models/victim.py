@@ -1,36 +1,46 @@
 """The victim: a Keras classifier whose training gradient a client shares.
 
-`as_victim(model)` wraps any functional or Sequential Keras classifier (and
-tfleak's own LeNet, MLP, ResNets) for attack. It attacks a *clone*: the user's
-model, its weights and its batch-norm moving statistics are never changed.
+A victim is a `keras.Model` exposing `gradient(x, y)`. `as_victim(model)` makes
+one of any Keras 3 classifier, and attacks it without ever changing the user's
+model, its weights or its batch-norm moving statistics:
 
-The clone differs from the model in two ways only:
-- a final softmax is removed, so the victim returns logits;
-- every `BatchNormalization` layer becomes an `AttackBatchNorm`, which
-  normalises with the batch's own statistics (`batch_norm='train'`: the client
-  computed its gradient in training mode) or the moving statistics
-  (`batch_norm='eval'`), and never updates the moving statistics.
+- a functional or Sequential model is cloned (weights copied): a final softmax
+  is removed, so the victim returns logits, and every `BatchNormalization`
+  layer becomes an `AttackBatchNorm`, which normalises with the batch's own
+  statistics (`batch_norm='train'`: the client computed its gradient in
+  training mode) or the moving statistics (`batch_norm='eval'`) and never
+  updates the moving statistics. Its feature extractor
+  `keras.Model(inputs, [logits, *bn_inputs])` gives every batch-norm layer's
+  input in the same pass (for the batch-norm statistics prior);
+- a subclassed model is evaluated as it is, through Keras 3's
+  `Model.stateless_call` (weights given as tensors; batch-norm updates are
+  returned, not applied), in training mode for `batch_norm='train'`; a model
+  that returns softmax probabilities `p` is read as logits `log p`, which gives
+  the same cross entropy. If it defines its own `gradient(x, y)` (taking
+  `[batch, classes]` label probabilities), that is the gradient the attack
+  matches for one shared gradient (FedSGD).
+
+Every computation runs on weights given as tensors (`gradient_at`,
+`losses_at`), so FedAvg's local steps and per-example gradients evaluate the
+model at other weights without assigning any variable.
 
 The loss is the soft-label cross entropy of DLG (Zhu et al., 2019, code:
-`cross_entropy_for_onehot`), written with `tf.nn.log_softmax` so that the
-gradient of the gradient reaches the labels. (TF's fused
+`cross_entropy_for_onehot`), written with `log_softmax` so that the gradient of
+the gradient reaches the labels. (TF's fused
 `softmax_cross_entropy_with_logits`, and the Keras losses built on it, have no
 second-order gradient with respect to the labels: a dummy label optimised
 through them never moves.)
-
-In one forward pass the victim also returns the input of every batch-norm
-layer (a feature-extractor `keras.Model(inputs, [logits, *bn_inputs])`, as
-keras-io builds them), from which the batch-norm statistics prior is computed
-without hooks.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable, Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow import keras
 
 __all__ = [
     "BATCH_NORM_MODES",
@@ -43,21 +53,6 @@ __all__ = [
 ]
 
 BATCH_NORM_MODES = ("train", "eval")
-
-# Layers that draw random numbers or keep state while training: at inference
-# (which is how the victim runs them) they are the identity, but a client that
-# trains through them shares a gradient no attacker can reproduce exactly.
-_RANDOM_LAYERS = (
-    "RandomFlip",
-    "RandomCrop",
-    "RandomRotation",
-    "RandomZoom",
-    "RandomTranslation",
-    "RandomContrast",
-    "RandomBrightness",
-    "RandomHeight",
-    "RandomWidth",
-)
 
 
 def soft_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -112,17 +107,23 @@ class AttackBatchNorm(keras.layers.BatchNormalization):
     def get_config(self):
         return {**super().get_config(), "use_batch_statistics": self.use_batch_statistics}
 
-    def call(self, inputs, training=None):
-        rank = inputs.shape.rank
-        channel_axes = [a % rank for a in self.axis]
-        axes = [a for a in range(rank) if a not in channel_axes]
+    def call(self, inputs, training=None, mask=None):
+        del training, mask
+        axes = _reduction_axes(inputs, self.axis)
         if self.use_batch_statistics:
             mean, variance = tf.nn.moments(inputs, axes)
         else:
-            mean, variance = self.moving_mean, self.moving_variance
-        return tf.nn.batch_normalization(
-            inputs, mean, variance, self.beta, self.gamma, self.epsilon
-        )
+            mean = tf.convert_to_tensor(self.moving_mean)
+            variance = tf.convert_to_tensor(self.moving_variance)
+        gamma = None if self.gamma is None else tf.convert_to_tensor(self.gamma)
+        beta = None if self.beta is None else tf.convert_to_tensor(self.beta)
+        return tf.nn.batch_normalization(inputs, mean, variance, beta, gamma, self.epsilon)
+
+
+def _reduction_axes(inputs, axis) -> list:
+    rank = len(inputs.shape)
+    channel_axes = [a % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])]
+    return [a for a in range(rank) if a not in channel_axes]
 
 
 def _is_softmax(layer) -> bool:
@@ -132,44 +133,74 @@ def _is_softmax(layer) -> bool:
     return activation is not None and getattr(activation, "__name__", "") == "softmax"
 
 
-class Victim:
+def _all_layers(model) -> list:
+    """The model's layers, nested models flattened, in order."""
+    layers = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.Model):
+            layers += _all_layers(layer)
+        else:
+            layers.append(layer)
+    return layers
+
+
+def _is_graph_model(model) -> bool:
+    """True for a functional or Sequential model with known inputs (one that can be cloned)."""
+    try:
+        return bool(model.inputs) and bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def _accepts_training(model) -> bool:
+    parameters = inspect.signature(model.call).parameters
+    return "training" in parameters or any(
+        p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+class Victim(keras.Model):
     """A classifier whose training gradient is what a client shares.
 
-    Build one with `as_victim(model)`, or with `tfleak.LeNet(...)`,
+    Build one with `as_victim(model)`, or with `tfleak.models.LeNet(...)`,
     `tfleak.models.get_victim(name, ...)`.
 
+    Calling it maps images `[batch, h, w, c]` float32 in [0, 1] to logits
+    `[batch, num_classes]`; `gradient(x, y)` is what a client shares.
+
     Attributes:
-      model: the attacked clone, `[batch, h, w, c]` float32 in [0, 1] -> logits
-        `[batch, num_classes]`.
+      network: the attacked model: a functional clone of the user's model, or
+        the user's subclassed model itself (never assigned to by an attack).
       num_classes: classes (>= 2).
       image_shape: `(height, width, channels)` of one input image.
       batch_norm: 'train' (batch statistics) or 'eval' (moving statistics).
-      batch_norm_layers: the clone's `AttackBatchNorm` layers, in order.
-      classifier: the last Dense layer (its gradient restores labels).
-      name: the model's name.
+      batch_norm_layers: the clone's `AttackBatchNorm` layers, in order (empty
+        for a subclassed model: its batch-norm inputs are not reachable, so
+        the batch-norm statistics prior is unavailable).
+      classifier: the last Dense layer (its gradient restores labels), or None.
+      preprocess: optional function applied to images before the network.
     """
 
     def __init__(
         self,
-        model: keras.Model,
+        network: keras.Model,
         num_classes: int,
+        image_shape: Sequence[int],
         preprocess: Optional[Callable] = None,
         batch_norm: str = "train",
+        outputs_probabilities: bool = False,
+        user_gradient: Optional[Callable] = None,
     ):
-        self.model = model
-        self.name = model.name
+        super().__init__(name=network.name)
+        self.network = network
         self.num_classes = int(num_classes)
-        self.image_shape = tuple(int(d) for d in model.input_shape[1:])
+        self.image_shape = tuple(int(d) for d in image_shape)
         self.preprocess = preprocess
         self.batch_norm = batch_norm
-        self.batch_norm_layers = [
-            layer for layer in _all_layers(model) if isinstance(layer, AttackBatchNorm)
-        ]
-        dense = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.Dense)]
-        self.classifier = dense[-1] if dense else None
-        self._features = keras.Model(
-            model.inputs, [model.output] + [layer.input for layer in self.batch_norm_layers]
-        )
+        self.outputs_probabilities = bool(outputs_probabilities)
+        self.user_gradient = user_gradient
+        self.graph = _is_graph_model(network)
+        self.built = True
 
     def __repr__(self) -> str:
         return (
@@ -178,32 +209,175 @@ class Victim:
             f"batch_norm_layers={len(self.batch_norm_layers)})"
         )
 
-    # -- what the client computes --------------------------------------------
+    # -- structure -----------------------------------------------------------
 
     @property
-    def trainable_variables(self) -> list:
-        return self.model.trainable_variables
+    def model(self) -> keras.Model:
+        """The attacked network (alias of `network`)."""
+        return self.network
 
-    @property
-    def weights(self) -> list:
-        """Every weight of the attacked clone (trainable, and batch-norm moving statistics)."""
-        return self.model.weights
+    @functools.cached_property
+    def batch_norm_layers(self) -> list:
+        if not self.graph:
+            return []
+        return [layer for layer in _all_layers(self.network) if isinstance(layer, AttackBatchNorm)]
+
+    @functools.cached_property
+    def classifier(self):
+        dense = [
+            layer for layer in _all_layers(self.network) if isinstance(layer, keras.layers.Dense)
+        ]
+        return dense[-1] if dense else None
+
+    @functools.cached_property
+    def _features(self):
+        """`(extractor, index)`: the functional `inputs -> [logits, *bn_inputs]` and, for each
+        of its trainable variables, the position of that variable in `trainable_variables`."""
+        if not self.graph:
+            return None, None
+        extractor = keras.Model(
+            self.network.inputs,
+            [self.network.outputs[0]] + [layer.input for layer in self.batch_norm_layers],
+        )
+        position = {id(v): i for i, v in enumerate(self.trainable_variables)}
+        return extractor, [position[id(v)] for v in extractor.trainable_variables]
 
     def count_params(self) -> int:
-        return int(sum(np.prod(v.shape) for v in self.model.weights))
+        return int(sum(np.prod(v.shape) for v in self.network.weights))
+
+    def current_weights(self) -> list[tf.Tensor]:
+        """The trainable weights as tensors, in `trainable_variables` order."""
+        return [tf.convert_to_tensor(v) for v in self.trainable_variables]
+
+    # -- what the client computes --------------------------------------------
+
+    def forward_at(self, weights: Optional[Sequence], x: tf.Tensor):
+        """Logits `[batch, classes]` and every batch-norm layer's input, at `weights`.
+
+        Args:
+          weights: one tensor per `trainable_variables` entry (None: the
+            current weights).
+          x: `[batch, h, w, c]` float32 images in [0, 1].
+        """
+        if weights is None:
+            weights = self.current_weights()
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        if self.graph:
+            extractor, index = self._features
+            non_trainable = [tf.convert_to_tensor(v) for v in extractor.non_trainable_variables]
+            outputs, _ = extractor.stateless_call(
+                [weights[i] for i in index], non_trainable, x, training=False
+            )
+            outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+            return outputs[0], outputs[1:]
+        non_trainable = [tf.convert_to_tensor(v) for v in self.network.non_trainable_variables]
+        kwargs = {"training": self.batch_norm == "train"} if _accepts_training(self.network) else {}
+        outputs, _ = self.network.stateless_call(list(weights), non_trainable, x, **kwargs)
+        if self.outputs_probabilities:
+            # log p is a valid logit vector of p: log_softmax(log p) = log p.
+            outputs = tf.math.log(tf.maximum(outputs, 1e-30))
+        return outputs, []
 
     def forward(self, x: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """Logits `[batch, classes]` and the input of every batch-norm layer, in one pass."""
-        if self.preprocess is not None:
-            x = self.preprocess(x)
-        outputs = self._features(x, training=False)
-        if not self.batch_norm_layers:
-            return outputs, []
-        return outputs[0], list(outputs[1:])
+        return self.forward_at(None, x)
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    def call(self, x, training=None):
         """Logits `[batch, num_classes]` of images `[batch, h, w, c]` in [0, 1]."""
-        return self.forward(self.check_images(x))[0]
+        del training
+        return self.forward(self.check_images(x) if tf.executing_eagerly() else x)[0]
+
+    def losses_at(self, weights: Optional[Sequence], x: tf.Tensor, probabilities) -> tf.Tensor:
+        """Per-example soft cross entropy `[batch]` at `weights` (None: the current ones)."""
+        return soft_cross_entropy(probabilities, self.forward_at(weights, x)[0])
+
+    def gradient_at(self, weights: Optional[Sequence], x: tf.Tensor, probabilities, statistics=False):
+        """`dL/dW` of the mean soft cross entropy at weight tensors `weights`.
+
+        Differentiable with respect to `x`, `probabilities` and `weights`.
+
+        Args:
+          weights: one tensor per trainable variable (None: the current weights).
+          x: `[batch, h, w, c]` float32.
+          probabilities: `[batch, classes]` float32 label probabilities.
+          statistics: also return `(mean, variance)` per batch-norm layer.
+
+        Returns:
+          The gradient (one tensor per trainable variable), and the statistics
+          (a list; empty unless `statistics`) when `statistics` is True.
+        """
+        if weights is None:
+            weights = self.current_weights()
+        weights = list(weights)
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            logits, bn_inputs = self.forward_at(weights, x)
+            loss = tf.reduce_mean(soft_cross_entropy(probabilities, logits))
+        gradient = tape.gradient(loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if not statistics:
+            return gradient
+        moments = [
+            tf.nn.moments(h, _reduction_axes(h, layer.axis))
+            for h, layer in zip(bn_inputs, self.batch_norm_layers)
+        ]
+        return gradient, moments
+
+    def gradient(self, x: tf.Tensor, y) -> list[tf.Tensor]:
+        """The gradient a client shares: d loss / d variable for each variable.
+
+        Args:
+          x: `[batch, height, width, channels]` float32 images in [0, 1].
+          y: `[batch]` integer labels, or `[batch, classes]` float label
+            probabilities (dummy labels are softmax probabilities).
+
+        Returns:
+          A list of float32 tensors, one per `trainable_variables` entry and of
+          its shape. Differentiable with respect to `x` and float `y`.
+
+        Raises:
+          ValueError: images of the wrong shape or integer dtype; bad labels.
+        """
+        if tf.executing_eagerly():
+            x = self.check_images(x)
+        probabilities = self.labels_to_probabilities(y)
+        if self.user_gradient is not None:
+            return list(self.user_gradient(x, probabilities))
+        return self.gradient_at(None, x, probabilities)
+
+    def gradient_and_statistics(self, x: tf.Tensor, y) -> tuple[list, list]:
+        """The gradient, and `(mean, variance)` per batch-norm layer of that same pass.
+
+        The statistics are per channel, over batch and space, of each batch-norm
+        layer's input (what DeepInversion's feature-statistics prior compares).
+        """
+        return self.gradient_at(None, x, self.labels_to_probabilities(y), statistics=True)
+
+    def flat_gradient(self, x: tf.Tensor, y) -> tf.Tensor:
+        """`gradient(x, y)` concatenated into one `[1, num_parameters]` row."""
+        return flatten_gradient(self.gradient(x, y))
+
+    def loss_on(self, x: tf.Tensor, y) -> tf.Tensor:
+        """Mean soft cross entropy of the batch (a scalar), as the client trains."""
+        return tf.reduce_mean(self.losses_at(None, x, self.labels_to_probabilities(y)))
+
+    def moving_statistics(self) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """`(moving_mean, moving_variance)` of every batch-norm layer (what the server knows)."""
+        return [
+            (tf.convert_to_tensor(layer.moving_mean), tf.convert_to_tensor(layer.moving_variance))
+            for layer in self.batch_norm_layers
+        ]
+
+    def batch_statistics(self, x: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """`(mean, variance)` of every batch-norm layer's input on `x` (what a client may share)."""
+        x = self.check_images(x) if tf.executing_eagerly() else x
+        _, bn_inputs = self.forward(x)
+        return [
+            tf.nn.moments(h, _reduction_axes(h, layer.axis))
+            for h, layer in zip(bn_inputs, self.batch_norm_layers)
+        ]
+
+    # -- checks --------------------------------------------------------------
 
     def labels_to_probabilities(self, y) -> tf.Tensor:
         """Integer labels `[batch]` -> one-hot; probabilities `[batch, classes]` pass.
@@ -257,57 +431,6 @@ class Victim:
             )
         return x
 
-    def loss_on(self, x: tf.Tensor, y) -> tf.Tensor:
-        """Mean soft cross entropy of the batch (a scalar), as the client trains."""
-        probabilities = self.labels_to_probabilities(y)
-        return tf.reduce_mean(soft_cross_entropy(probabilities, self.forward(x)[0]))
-
-    def gradient(self, x: tf.Tensor, y) -> list[tf.Tensor]:
-        """The gradient a client shares: d loss / d variable for each variable.
-
-        Args:
-          x: `[batch, height, width, channels]` float32 images in [0, 1].
-          y: `[batch]` integer labels, or `[batch, classes]` float label
-            probabilities (dummy labels are softmax probabilities).
-
-        Returns:
-          A list of float32 tensors, one per `trainable_variables` entry and of
-          its shape. Differentiable with respect to `x` and float `y`.
-
-        Raises:
-          ValueError: images of the wrong shape or integer dtype; bad labels.
-        """
-        if tf.executing_eagerly():
-            x = self.check_images(x)
-        return self.gradient_and_statistics(x, y)[0]
-
-    def gradient_and_statistics(self, x: tf.Tensor, y) -> tuple[list, list]:
-        """The gradient, and `(mean, variance)` per batch-norm layer of that same pass.
-
-        The statistics are per channel, over batch and space, of each batch-norm
-        layer's input (what DeepInversion's feature-statistics prior compares).
-        """
-        probabilities = self.labels_to_probabilities(y)
-        with tf.GradientTape() as tape:
-            logits, bn_inputs = self.forward(x)
-            loss = tf.reduce_mean(soft_cross_entropy(probabilities, logits))
-        gradient = tape.gradient(loss, self.trainable_variables)
-        statistics = [_moments(h, layer) for h, layer in zip(bn_inputs, self.batch_norm_layers)]
-        return gradient, statistics
-
-    def flat_gradient(self, x: tf.Tensor, y) -> tf.Tensor:
-        """`gradient(x, y)` concatenated into one `[1, num_parameters]` row."""
-        return flatten_gradient(self.gradient(x, y))
-
-    def moving_statistics(self) -> list[tuple[tf.Tensor, tf.Tensor]]:
-        """`(moving_mean, moving_variance)` of every batch-norm layer (what the server knows)."""
-        return [(layer.moving_mean, layer.moving_variance) for layer in self.batch_norm_layers]
-
-    def batch_statistics(self, x: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
-        """`(mean, variance)` of every batch-norm layer's input on `x` (what a client may share)."""
-        _, bn_inputs = self.forward(self.check_images(x))
-        return [_moments(h, layer) for h, layer in zip(bn_inputs, self.batch_norm_layers)]
-
     @property
     def classifier_kernel_index(self) -> int:
         """Index in `trainable_variables` of the last Dense layer's kernel."""
@@ -345,30 +468,14 @@ class Victim:
         checked = []
         for g, v in zip(gradient, variables):
             g = tf.convert_to_tensor(g, dtype=tf.float32)
-            if g.shape != v.shape:
+            if tuple(g.shape) != tuple(v.shape):
                 raise ValueError(
-                    f"gradient tensor of shape {g.shape} does not match variable "
-                    f"{v.name} of shape {v.shape}; pass victim.gradient(x, y) of this model."
+                    f"gradient tensor of shape {tuple(g.shape)} does not match variable "
+                    f"{v.path} of shape {tuple(v.shape)}; pass victim.gradient(x, y) of this "
+                    "model."
                 )
             checked.append(g)
         return checked
-
-
-def _moments(h: tf.Tensor, layer: AttackBatchNorm) -> tuple[tf.Tensor, tf.Tensor]:
-    rank = h.shape.rank
-    channel_axes = [a % rank for a in layer.axis]
-    return tf.nn.moments(h, [a for a in range(rank) if a not in channel_axes])
-
-
-def _all_layers(model) -> list:
-    """The model's layers, nested models flattened, in order."""
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            layers += _all_layers(layer)
-        else:
-            layers.append(layer)
-    return layers
 
 
 def as_victim(
@@ -376,71 +483,70 @@ def as_victim(
     num_classes: Optional[int] = None,
     preprocess: Optional[Callable] = None,
     batch_norm: str = "train",
+    input_shape: Optional[Sequence[int]] = None,
 ) -> Victim:
-    """Wraps a functional or Sequential Keras classifier for attack.
+    """Wraps any Keras 3 classifier for attack; the user's model is never changed.
 
-    The user's model is cloned (weights copied); attacks run on the clone, so
-    the model, its weights and its batch-norm moving statistics never change.
+    A functional or Sequential model is cloned (weights copied; softmax
+    removed; batch norm as `AttackBatchNorm`). A subclassed model is evaluated
+    as it is through `stateless_call`; its own `gradient(x, y)`, if it has one,
+    is used for the shared gradient (FedSGD) and must take `[batch, classes]`
+    label probabilities.
 
     Args:
       model: a built `keras.Model` taking one image batch `[batch, h, w, c]`
-        and returning logits or softmax probabilities `[batch, classes]`.
+        and returning logits or softmax probabilities `[batch, classes]`; or a
+        path to a `.keras` file saved by Keras 3.
       num_classes: classes; default: the width of the model's output.
       preprocess: optional function applied to images in [0, 1] before the
         model (e.g. the model's own normalisation, when it is not a layer).
       batch_norm: 'train' (the client computes its gradient with the batch's
         statistics, as in training mode) or 'eval' (with the moving ones).
+      input_shape: `(height, width, channels)`, needed only for a subclassed
+        model that was never called or built.
 
     Returns:
       A `Victim`.
 
     Raises:
-      ValueError: not a built functional/Sequential model with one image
-        input; an output that is not `[batch, classes]`; a layer that cannot
-        be differentiated twice (named); a bad `num_classes` or `batch_norm`.
+      ValueError: a Keras 2 (`tf_keras`) model; an unbuilt model; not one image
+        input; an output that is not `[batch, classes]`; a layer that cannot be
+        differentiated twice or draws random numbers (named); a bad
+        `num_classes` or `batch_norm`.
+      FileNotFoundError: a model path that does not exist.
     """
+    from tfleak.models.checks import check_attackable, load_model
+
     if isinstance(model, Victim):
         return model
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"as_victim needs a keras.Model; got {type(model).__name__}.")
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = load_model(model)
     if batch_norm not in BATCH_NORM_MODES:
         raise ValueError(
             f"unknown batch_norm {batch_norm!r}; choose one of {', '.join(BATCH_NORM_MODES)}."
         )
-    if not model.built or not getattr(model, "_is_graph_network", False):
-        raise ValueError(
-            f"{model.name} is a subclassed or unbuilt model; as_victim needs a functional or "
-            "Sequential model with a known input shape (e.g. keras.Input((32, 32, 3)) first)."
-        )
-    if len(model.inputs) != 1 or model.inputs[0].shape.rank != 4:
+    check_attackable(model, batch_norm)
+    if _is_graph_model(model):
+        victim = _functional_victim(model, num_classes, preprocess, batch_norm)
+    else:
+        victim = _subclassed_victim(model, num_classes, preprocess, batch_norm, input_shape)
+    _check_twice_differentiable(victim)
+    return victim
+
+
+def _functional_victim(model, num_classes, preprocess, batch_norm) -> Victim:
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         raise ValueError(
             f"{model.name} must take one image batch [batch, height, width, channels]; its "
             f"inputs are {[list(i.shape) for i in model.inputs]}."
         )
-    if len(model.outputs) != 1 or model.outputs[0].shape.rank != 2:
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
         raise ValueError(
             f"{model.name} must return one [batch, classes] tensor; its outputs are "
             f"{[list(o.shape) for o in model.outputs]}."
         )
-    for layer in _all_layers(model):
-        if type(layer).__name__ in _RANDOM_LAYERS:
-            raise ValueError(
-                f"layer {layer.name!r} ({type(layer).__name__}) draws random numbers while "
-                "training, so no attacker can reproduce the client's gradient; attack the "
-                "model without its augmentation layers."
-            )
-        if getattr(layer, "stateful", False):
-            raise ValueError(
-                f"layer {layer.name!r} ({type(layer).__name__}) is stateful; an attack would "
-                "change its state. Attack a model without stateful layers."
-            )
     output_layer = model.layers[-1]
-    width = int(model.outputs[0].shape[-1])
-    num_classes = width if num_classes is None else int(num_classes)
-    if num_classes != width or num_classes < 2:
-        raise ValueError(
-            f"num_classes={num_classes} does not match the model's {width} outputs (need >= 2)."
-        )
+    num_classes = _check_width(model, int(model.outputs[0].shape[-1]), num_classes)
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -448,16 +554,61 @@ def as_victim(
             return AttackBatchNorm(use_batch_statistics=batch_norm == "train", **config)
         if layer is output_layer and isinstance(layer, keras.layers.Dense) and _is_softmax(layer):
             config["activation"] = "linear"
-        return type(layer).from_config(config)
+        return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     clone.set_weights(model.get_weights())
     if _is_softmax(output_layer) and not isinstance(output_layer, keras.layers.Dense):
         # A trailing Softmax / Activation('softmax') layer: the logits are its input.
         clone = keras.Model(clone.inputs, clone.layers[-1].input, name=clone.name)
-    victim = Victim(clone, num_classes, preprocess, batch_norm)
-    _check_twice_differentiable(victim)
-    return victim
+    image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    return Victim(clone, num_classes, image_shape, preprocess, batch_norm)
+
+
+def _subclassed_victim(model, num_classes, preprocess, batch_norm, input_shape) -> Victim:
+    if input_shape is None:
+        shape = (model.get_build_config() or {}).get("input_shape") if model.built else None
+        if shape is None or len(shape) != 4:
+            raise ValueError(
+                f"{model.name} is a subclassed model that was never called on images; call it "
+                "once on a batch (model(x)) or pass input_shape=(height, width, channels)."
+            )
+        input_shape = shape[1:]
+    image_shape = check_classifier_shape(input_shape, num_classes or 2)
+    if not model.built:
+        model.build((None, *image_shape))
+    probe = tf.random.uniform((2, *image_shape), seed=0)
+    if preprocess is not None:
+        probe = preprocess(probe)
+    outputs = model(probe)
+    if len(outputs.shape) != 2:
+        raise ValueError(
+            f"{model.name} must return one [batch, classes] tensor; it returned "
+            f"{list(outputs.shape)}."
+        )
+    num_classes = _check_width(model, int(outputs.shape[-1]), num_classes)
+    values = outputs.numpy()
+    probabilities = bool(np.all(values >= 0) and np.allclose(values.sum(axis=-1), 1.0, atol=1e-5))
+    user_gradient = getattr(model, "gradient", None)
+    return Victim(
+        model,
+        num_classes,
+        image_shape,
+        preprocess,
+        batch_norm,
+        outputs_probabilities=probabilities,
+        user_gradient=user_gradient if callable(user_gradient) else None,
+    )
+
+
+def _check_width(model, width: int, num_classes: Optional[int]) -> int:
+    num_classes = width if num_classes is None else int(num_classes)
+    if num_classes != width or num_classes < 2:
+        raise ValueError(
+            f"num_classes={num_classes} does not match {model.name}'s {width} outputs "
+            "(need >= 2)."
+        )
+    return num_classes
 
 
 def _check_twice_differentiable(victim: Victim) -> None:
@@ -475,7 +626,7 @@ def _check_twice_differentiable(victim: Victim) -> None:
         problem = f"no second-order gradient ({str(error).splitlines()[0]})"
     if problem is None:
         return
-    layer = _first_layer_failing(victim.model)
+    layer = _first_layer_failing(victim.network)
     where = f"layer {layer.name!r} ({type(layer).__name__})" if layer else "one of its layers"
     raise ValueError(
         f"{victim.name}: {where} has {problem}; gradient inversion differentiates the "
@@ -487,8 +638,12 @@ def _check_twice_differentiable(victim: Victim) -> None:
 def _first_layer_failing(model) -> Optional[keras.layers.Layer]:
     """The first layer whose output is not twice differentiable in its input, if any."""
     for layer in _all_layers(model):
-        shapes = layer.input_shape if isinstance(layer.input_shape, list) else [layer.input_shape]
-        if any(shape is None or None in shape[1:] for shape in shapes):
+        try:
+            inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+            shapes = [tuple(i.shape) for i in inputs]
+        except (AttributeError, ValueError):
+            continue
+        if any(None in shape[1:] for shape in shapes):
             continue
         inputs = [tf.random.uniform((2, *shape[1:]), seed=1) for shape in shapes]
         try:

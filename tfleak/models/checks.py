@@ -1,0 +1,162 @@
+"""What cannot be attacked, as rules with messages, and loading a user's saved model.
+
+Each rule looks at a model before any work and raises a `ValueError` whose one
+sentence names the problem and the fix (the shape of opacus' validators):
+
+- a Keras 2 (`tf_keras`) model object, or a `.keras` file saved by another
+  Keras major version;
+- a saved model whose custom class cannot be imported;
+- a layer that draws random numbers while training (augmentation), or keeps
+  state between calls: no attacker can reproduce the client's gradient;
+- dropout in a subclassed model attacked in training mode;
+- a model with no Dense classifier at the end, where label restoration or the
+  audit needs one (`require_classifier`).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+
+__all__ = ["RANDOM_LAYERS", "check_attackable", "load_model", "require_classifier"]
+
+# Layers that draw random numbers or keep state while training: at inference
+# (which is how a functional victim runs them) they are the identity, but a
+# client that trains through them shares a gradient no attacker can reproduce.
+RANDOM_LAYERS = (
+    "RandomFlip",
+    "RandomCrop",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+    "RandomHeight",
+    "RandomWidth",
+    "RandAugment",
+    "AugMix",
+    "MixUp",
+    "CutMix",
+)
+_DROPOUT_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise")
+
+
+def _layers(model) -> list:
+    layers = []
+    for layer in getattr(model, "layers", []):
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers += _layers(layer)
+    return layers
+
+
+def check_attackable(model, batch_norm: str = "train") -> None:
+    """Raises ValueError if `model` cannot be attacked, naming the problem and the fix.
+
+    Args:
+      model: the user's model object.
+      batch_norm: 'train' or 'eval', how the client's pass runs (a subclassed
+        model runs in training mode for 'train').
+    """
+    module = type(model).__module__
+    if module.startswith("tf_keras") or module.startswith("tensorflow.python.keras"):
+        raise ValueError(
+            f"{getattr(model, 'name', 'the model')} is a Keras 2 (tf_keras) model; tfleak needs "
+            "Keras 3: build it with `import keras` (TensorFlow 2.16 or newer), or rebuild it "
+            "there and copy its weights with set_weights(old.get_weights())."
+        )
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"as_victim needs a keras.Model (or a path to a .keras file); got "
+            f"{type(model).__name__}."
+        )
+    subclassed = not _has_graph(model)
+    for layer in _layers(model):
+        kind = type(layer).__name__
+        if kind in RANDOM_LAYERS:
+            raise ValueError(
+                f"layer {layer.name!r} ({kind}) draws random numbers while training, so no "
+                "attacker can reproduce the client's gradient; attack the model without its "
+                "augmentation layers."
+            )
+        if getattr(layer, "stateful", False):
+            raise ValueError(
+                f"layer {layer.name!r} ({kind}) is stateful; an attack would change its state. "
+                "Attack a model without stateful layers."
+            )
+        if subclassed and batch_norm == "train" and kind in _DROPOUT_LAYERS:
+            raise ValueError(
+                f"layer {layer.name!r} ({kind}) of the subclassed model {model.name} is random "
+                "in training mode, which batch_norm='train' runs it in; pass batch_norm='eval' "
+                "(inference mode), or build the model functionally so that only batch norm "
+                "uses batch statistics."
+            )
+
+
+def _has_graph(model) -> bool:
+    try:
+        return bool(model.inputs) and bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def require_classifier(victim) -> None:
+    """Raises ValueError if the victim's last trainable layer is not a Dense classifier."""
+    classifier = victim.classifier
+    last = victim.trainable_variables[-1] if victim.trainable_variables else None
+    if classifier is None or (
+        last is not classifier.kernel and (classifier.bias is None or last is not classifier.bias)
+    ):
+        raise ValueError(
+            f"{victim.name} does not end in a Dense classifier (its last trainable layer gives "
+            "the logits); label restoration and the audit read the labels off that layer's "
+            "gradient. Give the model a final keras.layers.Dense(num_classes), or attack it "
+            "with known labels (label_strategy='known')."
+        )
+
+
+def load_model(path) -> keras.Model:
+    """Loads a user's model from a `.keras` file saved by Keras 3; the file is not changed.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not a `.keras` file, a file saved by another Keras major
+        version, or a custom class that cannot be imported.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}; save one with model.save('m.keras').")
+    if path.suffix != ".keras":
+        raise ValueError(
+            f"{path} is not a .keras file; save the model with Keras 3's model.save('m.keras') "
+            "(or pass the model object)."
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read("metadata.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path} is not a model saved by Keras' model.save ({error}); save it again with "
+            "model.save('m.keras')."
+        ) from None
+    version = str(metadata.get("keras_version", "unknown"))
+    if not version.startswith("3."):
+        raise ValueError(
+            f"{path} was saved by Keras {version}, and tfleak loads files saved by Keras 3; load "
+            "it where it was saved, then save it again from Keras 3 (or copy its weights into "
+            "the same architecture built with `import keras`)."
+        )
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except TypeError as error:
+        if "Could not locate" in str(error) or "could not be deserialized" in str(error):
+            raise ValueError(
+                f"{path} holds a model whose custom class cannot be imported "
+                f"({str(error).splitlines()[0][:200]}); import the module that defines it "
+                "(decorated with @keras.saving.register_keras_serializable()) before loading, "
+                "or pass the model object."
+            ) from None
+        raise
