@@ -41,7 +41,7 @@ class TorchLeNet(nn.Module):
 def from_keras(victim) -> TorchLeNet:
     """Copies a `tfleak.models.LeNet`'s weights into a `TorchLeNet`."""
     height, width, channels = victim.image_shape
-    from tensorflow import keras
+    import keras
 
     convs = [layer for layer in victim.model.layers if isinstance(layer, keras.layers.Conv2D)]
     side = victim.classifier.kernel.shape[0] // 12

@@ -3,7 +3,7 @@
     python examples/audit.py --model_path=model.keras --data_dir=my_photos \
         --output_dir=results/audit --defense=none --defense=prune:0.9
 
-Loads the model (`keras.models.load_model`; never changed), draws a few private
+Loads the model (saved by Keras 3; never changed), draws a few private
 batches from --data_dir (one sub-folder of images per class), attacks a clone
 of the model for every threat x defence x attack, and writes report.json,
 report.md and worst_leaks.png into --output_dir (see `tfleak.audit`).
@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_path", None, "A saved Keras classifier (.keras or .h5).")
+flags.DEFINE_string("model_path", None, "A Keras 3 classifier saved as .keras.")
 flags.DEFINE_string("data_dir", None, "A folder with one sub-folder of images per class.")
 flags.DEFINE_string("output_dir", "results/audit", "Where the report is written.")
 flags.DEFINE_list("threats", ["gradient"], "Shared updates: gradient (FedSGD), fedavg.")
@@ -59,16 +59,13 @@ def main(argv):
     except (ValueError, PermissionError) as error:
         raise app.UsageError(str(error)) from error
 
-    from tensorflow import keras
-
     import tfleak
     from tfleak.distribute import get_strategy
 
     try:
         strategy = get_strategy(FLAGS.strategy)
-        model = keras.models.load_model(FLAGS.model_path, compile=False)
         report = tfleak.audit(
-            model,
+            FLAGS.model_path,
             FLAGS.data_dir,
             threats=FLAGS.threats,
             defenses=chains,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow import keras
 
 import tfleak
 
@@ -95,9 +95,16 @@ def test_audit_takes_a_dataset_and_skips_what_the_budget_does_not_allow():
             r"images are shaped \[16, 16, 3\] but sequential.* takes \[32, 32, 3\]",
         ),
         (_user_model, "empty", "has no|one class folder|no image"),
-        (lambda: "model.keras", None, "audit needs a keras.Model classifier; got str"),
+        (lambda: "model.keras", None, "no model file at model.keras"),
+        (lambda: 3, None, "needs a keras.Model .*got int"),
     ],
-    ids=["no-dense-classifier", "wrong-input-shape", "empty-folder", "not-a-model"],
+    ids=[
+        "no-dense-classifier",
+        "wrong-input-shape",
+        "empty-folder",
+        "no-model-file",
+        "not-a-model",
+    ],
 )
 def test_audit_refuses_what_it_cannot_attack(make_model, data, message, tmp_path):
     if data == "empty":

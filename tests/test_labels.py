@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow import keras
 
 from tfleak import labels, models
 from tfleak.data import index_image_folder, load_examples, sample_batch

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow import keras
 
 from tfleak.defenses import DefendedUpdate, Defense, parse_defenses
 from tfleak.federated import FedAvg, FedSGD
@@ -160,22 +160,12 @@ class AuditReport:
 
 def _check_model(model, num_classes):
     from tfleak.models import as_victim
-    from tfleak.models.victim import _all_layers
+    from tfleak.models.checks import check_attackable, load_model, require_classifier
 
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"audit needs a keras.Model classifier; got {type(model).__name__}.")
-    layers = [
-        layer
-        for layer in _all_layers(model)
-        if not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation))
-    ]
-    if not layers or not isinstance(layers[-1], keras.layers.Dense):
-        last = layers[-1] if layers else None
-        raise ValueError(
-            f"{model.name} does not end in a Dense classifier (its last layer is "
-            f"{type(last).__name__ if last else 'missing'}); the audit restores labels from "
-            "the last Dense layer's gradient. End the model with keras.layers.Dense(classes)."
-        )
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = load_model(model)
+    check_attackable(model)
+    require_classifier(model)
     return as_victim(model, num_classes=num_classes)
 
 
@@ -305,8 +295,9 @@ def audit(
     """Attacks a clone of `model` on a few batches of `data` per setting; see the module.
 
     Args:
-      model: a built functional or Sequential Keras classifier ending in a
-        Dense layer (logits or softmax), compiled or not.
+      model: a built Keras 3 classifier ending in a Dense layer (logits or
+        softmax), compiled or not: functional, Sequential or subclassed; or a
+        path to a `.keras` file saved by Keras 3. It is never changed.
       data: a `tf.data.Dataset` of `(image, label)` (or dicts with 'image' and
         'label'; batched or not; float in [0, 1] or uint8), or a folder with one
         sub-folder of images per class.
@@ -330,7 +321,8 @@ def audit(
       An `AuditReport`.
 
     Raises:
-      ValueError: a model the audit cannot attack (not a Keras classifier, no
+      FileNotFoundError: a model path that does not exist.
+      ValueError: a model the audit cannot attack (not a Keras 3 classifier, no
         Dense classifier at the end, a layer it cannot differentiate twice, ...),
         data of the wrong shape or labels, no images, unknown threats,
         defences or attacks.

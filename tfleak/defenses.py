@@ -10,8 +10,8 @@ identity limit:
   instead of the plain gradient (Abadi et al. 2016, alg. 1): every example's
   gradient clipped to L2 norm `l2_norm_clip`, the sum noised with
   `N(0, (noise_multiplier * l2_norm_clip)^2)` (`tfleak.privacy.query`, with
-  tensorflow-privacy's `GaussianSumQuery` semantics), divided by the batch size. With a clip above every
-  example's gradient norm and `noise_multiplier=0` it is the gradient of the
+  tensorflow-privacy's `GaussianSumQuery` semantics), divided by the batch
+  size. With a clip above every example's gradient norm and `noise_multiplier=0` it is the gradient of the
   mean loss. First in a chain; with FedAvg every local step is a DP-SGD step.
 - `Prune(fraction)`: in every variable's tensor, the `fraction` of entries of
   smallest magnitude set to zero (DLG sec. 5.2, gradient pruning). 0 is the
@@ -46,7 +46,7 @@ from typing import Optional, Sequence, Union
 import dp_accounting
 import tensorflow as tf
 
-from tfleak.federated import FedAvg, FedSGD, weights_substituted
+from tfleak.federated import FedAvg, FedSGD
 from tfleak.privacy.accounting import RDP_ORDERS
 from tfleak.privacy.query import clipped_sum, gaussian_sum
 
@@ -243,21 +243,15 @@ def per_example_gradients(victim, images, probabilities, weights=None) -> list:
       images: `[batch, h, w, c]` float32.
       probabilities: `[batch, classes]` float32 label probabilities.
       weights: optional weight tensors (one per trainable variable) to compute
-        at instead of the variables, as a local step of FedAvg does
-        (`tfleak.federated.weights_substituted`).
+        at instead of the current weights, as a local step of FedAvg does.
     """
-    from tfleak.models.victim import soft_cross_entropy
-
     if weights is None:
-        variables = victim.trainable_variables
-        with tf.GradientTape() as tape:
-            losses = soft_cross_entropy(probabilities, victim.forward(images)[0])  # [batch]
-        return tape.jacobian(losses, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    with weights_substituted(victim, weights):
-        with tf.GradientTape() as tape:
-            tape.watch(weights)
-            losses = soft_cross_entropy(probabilities, victim.forward(images)[0])
-        return tape.jacobian(losses, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        weights = victim.current_weights()
+    weights = list(weights)
+    with tf.GradientTape() as tape:
+        tape.watch(weights)
+        losses = victim.losses_at(weights, images, probabilities)  # [batch]
+    return tape.jacobian(losses, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 @dataclasses.dataclass(frozen=True)

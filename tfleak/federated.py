@@ -20,8 +20,8 @@ Both sides use the same object. The client calls `share(victim, x, y)`; the
 attacker calls `simulate(victim, x', y', observed)` inside its objective, which
 unrolls the K steps differentiably with respect to the dummy data `x'` and
 labels `y'` (as Inverting Gradients' `loss_steps` does through its
-`MetaMonkey`): the victim's layers compute with weight *tensors* `W_k`
-substituted for their variables during the call, so gradients flow through
+`MetaMonkey`): the victim is evaluated at weight *tensors* `W_k`
+(`Victim.gradient_at`, Keras 3's `stateless_call`), so gradients flow through
 every step and the victim's variables are never assigned. The attacker is
 assumed to know K, the local learning rate and batch size, and the order of the
 mini-batches (the server sets them in FedAvg).
@@ -29,83 +29,17 @@ mini-batches (the server sets them in FedAvg).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import weakref
 from typing import Optional, Sequence
 
 import tensorflow as tf
 
-__all__ = ["UPDATES", "FedSGD", "FedAvg", "get_update", "weights_substituted"]
-
-_SLOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _variable_slots(victim) -> list:
-    """`(layer, attribute)` holding each trainable variable, in `trainable_variables` order.
-
-    Raises:
-      ValueError: a trainable variable that is no attribute of a layer (a
-        custom layer keeping its weights in a list), so it cannot be substituted.
-    """
-    if victim in _SLOTS:
-        return _SLOTS[victim]
-    from tfleak.models.victim import _all_layers
-
-    variables = victim.trainable_variables
-    index = {id(v): i for i, v in enumerate(variables)}
-    slots: list = [None] * len(variables)
-    for layer in _all_layers(victim.model):
-        for name, value in vars(layer).items():
-            if isinstance(value, tf.Variable) and id(value) in index:
-                slots[index[id(value)]] = (layer, name)
-    missing = [variables[i].name for i, slot in enumerate(slots) if slot is None]
-    if missing:
-        raise ValueError(
-            f"{victim.name}: the trainable variable(s) {', '.join(missing)} are not attributes "
-            "of a layer (e.g. kept in a list by a custom layer), so local steps cannot compute "
-            "with other weights; use update='gradient' (FedSGD) or standard Keras layers."
-        )
-    _SLOTS[victim] = slots
-    return slots
-
-
-@contextlib.contextmanager
-def weights_substituted(victim, weights: Sequence[tf.Tensor]):
-    """Within the block, the victim's layers compute with `weights` instead of their variables.
-
-    Each layer attribute holding a trainable variable (`kernel`, `bias`,
-    `gamma`, ...) is set to the given tensor, bypassing Keras' tracking, and
-    restored on exit. Nothing is assigned to a variable, so the computation is
-    differentiable with respect to `weights` (and whatever they depend on).
-
-    Args:
-      victim: a `tfleak.models.Victim`.
-      weights: one float32 tensor per `victim.trainable_variables` entry, of
-        its shape.
-    """
-    slots = _variable_slots(victim)
-    originals = [getattr(layer, name) for layer, name in slots]
-    try:
-        for (layer, name), tensor in zip(slots, weights):
-            object.__setattr__(layer, name, tensor)
-        yield
-    finally:
-        for (layer, name), variable in zip(slots, originals):
-            object.__setattr__(layer, name, variable)
-
+__all__ = ["UPDATES", "FedSGD", "FedAvg", "get_update"]
 
 def _gradient_at(victim, weights, images, probabilities) -> list:
     """`g(W; x, y)`: gradient of the mean soft cross entropy at weights `W` (tensors)."""
-    from tfleak.models.victim import soft_cross_entropy
-
-    with weights_substituted(victim, weights):
-        with tf.GradientTape() as tape:
-            tape.watch(weights)
-            logits, _ = victim.forward(images)
-            loss = tf.reduce_mean(soft_cross_entropy(probabilities, logits))
-        return tape.gradient(loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return victim.gradient_at(weights, images, probabilities)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +163,7 @@ class FedAvg:
         gradient_fn = _gradient_at if gradient_fn is None else gradient_fn
         batch_size = int(images.shape[0])
         batches = self._batches(batch_size)
-        weights = [tf.identity(v) for v in victim.trainable_variables]  # W_0, as tensors
+        weights = victim.current_weights()  # W_0, as tensors
         update = [tf.zeros_like(w) for w in weights]
         for k in range(self.steps(batch_size)):
             lo, hi = batches[k % len(batches)]

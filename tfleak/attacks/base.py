@@ -24,9 +24,9 @@ import time
 import weakref
 from typing import Callable, Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow import keras
 
 from tfleak import metrics as metrics_lib
 from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
@@ -406,6 +406,7 @@ class GradientInversion:
                 epochs=chunks,
                 steps_per_epoch=every,
                 verbose=0,
+                shuffle=False,
                 callbacks=[watcher],
             )
             values, distances = candidate.values.numpy(), candidate.distances.numpy()

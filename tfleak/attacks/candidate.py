@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import keras
 import tensorflow as tf
-from tensorflow import keras
 
 from tfleak.registration import REGISTRATIONS, group_consensus
 
@@ -161,6 +161,7 @@ class Candidate(keras.Model):
         self.distance_tracker = keras.metrics.Mean(name="gradient_distance")
         self.objective_tracker = keras.metrics.Mean(name="objective")
         self._noise_seed = tf.Variable(0, dtype=tf.int64, trainable=False, name="noise_step")
+        self.built = True
         self.reset(0)
 
     @property
@@ -181,9 +182,12 @@ class Candidate(keras.Model):
         self.consensus.assign(tf.zeros_like(self.consensus))
         self.consensus_weight.assign(0.0)
         self._noise_seed.assign(round_index * 1_000_003)
-        if self.optimizer is not None:
+        if getattr(self, "optimizer", None) is not None:
+            # A fresh optimizer state: step count and moments to zero (the
+            # learning rate, a variable when constant, keeps its value).
             for variable in self.optimizer.variables:
-                variable.assign(tf.zeros_like(variable))
+                if not variable.path.endswith("learning_rate"):
+                    variable.assign(tf.zeros(variable.shape, variable.dtype))
 
     def label_probabilities(self, fixed: tf.Tensor) -> tf.Tensor:
         """`[starts, batch, classes]`: softmax of the dummy logits, or the known labels."""
@@ -252,8 +256,9 @@ class Candidate(keras.Model):
         gradients = tape.gradient(total, variables)
         if self.signed:
             gradients = [tf.sign(g) for g in gradients]
-        learning_rate = self._current_learning_rate()
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        # The step size of this step (read before `apply` advances the schedule).
+        learning_rate = tf.cast(self.optimizer.learning_rate, tf.float32)
+        self.optimizer.apply(gradients, variables)
         if self.langevin:
             self._noise_seed.assign_add(1)
             noise = tf.random.stateless_normal(
@@ -273,49 +278,14 @@ class Candidate(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def compile(self, *args, **kwargs):
-        """`keras.Model.compile`, then builds the optimizer's slots.
+        """`keras.Model.compile` (without XLA unless asked), then builds the optimizer's slots.
 
         With the slots built, the first traced step creates no variables, so
         `tf.function` traces it once instead of twice.
         """
+        kwargs.setdefault("jit_compile", False)
         super().compile(*args, **kwargs)
         self.optimizer.build(self.trainable_variables)
-
-    def make_train_function(self, force=False):
-        """One graph running `steps_per_execution` steps on the one observation.
-
-        Keras' own loop (`for _ in tf.range(...)` under autograph) traces
-        `train_step` twice, once to find the loop's outputs; a `tf.while_loop`
-        whose outputs start as zeros traces it once. Tracing a deep victim's
-        double backward pass is most of an attack's start-up time.
-        """
-        if self.train_function is not None and not force:
-            return self.train_function
-        steps = self._steps_per_execution
-
-        def train_function(iterator):
-            data = next(iterator)  # every element is the same observation
-            logs = {metric.name: tf.zeros(()) for metric in self.metrics}
-
-            def body(step, logs):
-                logs = self.train_step(data)
-                return step + 1, logs
-
-            count, logs = tf.while_loop(
-                lambda step, _: step < steps, body, (tf.zeros((), steps.dtype), logs)
-            )
-            self._train_counter.assign_add(tf.cast(count, self._train_counter.dtype))
-            return logs
-
-        self.train_function = tf.function(train_function, reduce_retracing=True)
-        self.train_tf_function = self.train_function
-        return self.train_function
-
-    def _current_learning_rate(self) -> tf.Tensor:
-        rate = self.optimizer._learning_rate  # a float variable or a schedule
-        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-            return tf.cast(rate(self.optimizer.iterations), tf.float32)
-        return tf.cast(rate, tf.float32)
 
     @staticmethod
     def observations(

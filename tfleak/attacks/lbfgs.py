@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import weakref
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow import keras
 from tensorflow_probability.python.optimizer.lbfgs import LBfgsOptimizerResults
 
 from tfleak.attacks.candidate import DUMMY_INITS

@@ -24,9 +24,9 @@ import dataclasses
 import time
 from typing import Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow import keras
 
 from tfleak import metrics as metrics_lib
 from tfleak.attacks.result import AttackResult

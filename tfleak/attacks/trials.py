@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
+import keras
 import numpy as np
-from tensorflow import keras
 
 from tfleak.attacks.result import Snapshot
 

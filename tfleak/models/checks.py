@@ -103,18 +103,22 @@ def _has_graph(model) -> bool:
         return False
 
 
-def require_classifier(victim) -> None:
-    """Raises ValueError if the victim's last trainable layer is not a Dense classifier."""
-    classifier = victim.classifier
-    last = victim.trainable_variables[-1] if victim.trainable_variables else None
-    if classifier is None or (
-        last is not classifier.kernel and (classifier.bias is None or last is not classifier.bias)
-    ):
+def require_classifier(model) -> None:
+    """Raises ValueError if `model` does not end in a Dense classifier (softmax aside).
+
+    Label restoration and the audit read the labels off that layer's gradient.
+    """
+    layers = [
+        layer
+        for layer in _layers(model)
+        if not isinstance(layer, (keras.Model, keras.layers.Softmax, keras.layers.Activation))
+    ]
+    if not layers or not isinstance(layers[-1], keras.layers.Dense):
+        last = type(layers[-1]).__name__ if layers else "missing"
         raise ValueError(
-            f"{victim.name} does not end in a Dense classifier (its last trainable layer gives "
-            "the logits); label restoration and the audit read the labels off that layer's "
-            "gradient. Give the model a final keras.layers.Dense(num_classes), or attack it "
-            "with known labels (label_strategy='known')."
+            f"{model.name} does not end in a Dense classifier (its last layer is {last}); the "
+            "audit restores labels from the last Dense layer's gradient. End the model with "
+            "keras.layers.Dense(classes)."
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tensorflow import keras
+import keras
 
 from tfleak.models.victim import Victim, as_victim, check_classifier_shape
 

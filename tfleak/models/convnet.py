@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tensorflow import keras
+import keras
 
 from tfleak.models.resnet import (
     SeedStream,

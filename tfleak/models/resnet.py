@@ -12,10 +12,10 @@ one to one (`benchmarks/torch_inversion.py`):
   the block's stride, then batch norm), the identity elsewhere; breaching uses
   B for its CIFAR ResNets, where He et al. used zero-padding option A;
 - every convolution has no bias; batch norm has PyTorch's epsilon 1e-5 and
-  momentum 0.1 (Keras momentum 0.9), and is the unfused layer, whose gradients
-  of gradients are right (`batch_norm`); it updates the moving variance with
-  the biased batch variance where PyTorch uses the unbiased one (a factor
-  n / (n - 1), n = batch x height x width: below 1e-4 for a CIFAR batch);
+  momentum 0.1 (Keras momentum 0.9) (`batch_norm`); it updates the moving
+  variance with the biased batch variance where PyTorch uses the unbiased one
+  (a factor n / (n - 1), n = batch x height x width: below 1e-4 for a CIFAR
+  batch);
 - PyTorch pads a stride-2 3x3 convolution by one pixel on every side, while
   TF's `'same'` pads only the bottom and right; stride-2 convolutions therefore
   get an explicit `ZeroPadding2D(1)` and `'valid'`. Stride-1 convolutions use
@@ -23,10 +23,11 @@ one to one (`benchmarks/torch_inversion.py`):
 - initialisation as breaching's: He normal, fan-out, on convolutions; PyTorch's
   default uniform on the dense layer; batch norm scale 1, offset 0.
 
-The models are functional Keras models that take float32 images in [0, 1],
-`[batch, 32, 32, 3]`, normalise them with the CIFAR-10 mean and standard
-deviation in their first layer, and return logits. Every layer is twice
-differentiable, as gradient inversion needs.
+The models are flat functional Keras models (no sub-model used as a layer, so
+every batch-norm layer's input is a tensor of the outer model) that take
+float32 images in [0, 1], `[batch, 32, 32, 3]`, normalise them with the
+CIFAR-10 mean and standard deviation in their first layer, and return logits.
+Every layer is twice differentiable, as gradient inversion needs.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from __future__ import annotations
 import random
 from typing import Optional, Sequence
 
+import keras
 import numpy as np
-from tensorflow import keras
 
 from tfleak.models.victim import check_classifier_shape
 
@@ -63,7 +64,7 @@ BN_MOMENTUM = 0.9  # Keras keeps 0.9 of the old average; PyTorch's momentum=0.1.
 class SeedStream:
     """Hands out one deterministic seed per initializer, derived from `seed`.
 
-    A Keras 2 initializer with a fixed seed draws the same values on every
+    A Keras initializer with an integer seed draws the same values on every
     call, so two layers must never share one: each asks this stream for its own.
     """
 
@@ -133,18 +134,15 @@ def torch_default_initializers(fan_in: int, seeds: SeedStream):
 
 
 def batch_norm(name: str) -> keras.layers.BatchNormalization:
-    """Batch norm with PyTorch's epsilon and momentum, never TF's fused kernel.
+    """Batch norm over the channels with PyTorch's epsilon (1e-5) and momentum (0.1).
 
-    The fused kernel's gradient of the gradient is off in training mode.
-    Measured on ResNet-20 against a float64 copy, the input gradient of the
-    squared gradient norm (the path of every inversion attack) with batch
-    statistics is off by 0.7% of its largest entry (the unfused layer: 5e-6);
-    in inference mode both agree to float32 precision. The fused kernel also
-    raises epsilon to 1.001e-5.
+    Keras' layer computes batch statistics with `ops.moments` and normalises
+    with `tf.nn.batch_normalization` (never TF's fused kernel, whose gradient
+    of the gradient is off in training mode), so second-order gradients
+    through it are exact to float32 precision (`tests/test_resnet.py` checks
+    them against a float64 copy).
     """
-    return keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, fused=False, name=name
-    )
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def _conv3x3(x, filters: int, stride: int, seeds: SeedStream, name: str):

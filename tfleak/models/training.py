@@ -1,19 +1,27 @@
-"""Trained victims: fit a CIFAR victim on CIFAR-10 once, then reuse its weights.
+"""Trained victims: fit a CIFAR victim on CIFAR-10 (JPEG) once, resumably, then reuse its weights.
 
 A gradient leaks differently from a trained network than from a freshly
 initialised one (Geiping et al. 2020, section 5), so attacks are run on both.
 `train_victim` trains a Keras victim on the CIFAR-10 training images with
-Keras `fit`, reports its test accuracy, and keeps the weights as a `.keras`
-file (and the accuracy in a JSON file beside it) in a cache keyed by the model's
-name, the seed, the number of epochs and a digest of the other training
-settings; the next call with the same key loads them instead of training.
+Keras `fit`, reports its test accuracy, and keeps the weights as a
+`.weights.h5` file (and the accuracy in a JSON file beside it) in a cache keyed
+by the model's name, the seed, the number of epochs and a digest of the other
+training settings; the next call with the same key loads them instead of
+training.
+
+Training is resumable: after every epoch the weights and the optimizer's
+state (momentum, step count) go atomically to a `.partial.weights.h5` file
+beside the cache entry. A run killed part way restarts from the last finished
+epoch, and because epoch `e`'s order and augmentation depend only on
+(seed, e) (`tfleak.data.cifar10.cifar10_dataset`), the resumed run takes the
+same steps as an uninterrupted one.
 
 Data: the image-folder layout `DATA_DIR/cifar10/{train,test}/<class>/*.jpg`
 (CIFAR-10 re-encoded as JPEG; the sorted class names are the labels 0..9),
-read with `keras.utils.image_dataset_from_directory` and scaled to [0, 1].
-Training uses the standard light CIFAR augmentation (a random 32x32 crop of the
-image padded by 4 pixels, and a random horizontal flip), SGD with Nesterov
-momentum 0.9, weight decay and a cosine-decayed learning rate.
+checked and read by `tfleak.data.cifar10`. Training uses the standard light
+CIFAR augmentation (a random 32x32 crop of the image padded by 4 pixels, and a
+random horizontal flip), SGD with Nesterov momentum 0.9, decoupled weight
+decay and a cosine-decayed learning rate.
 """
 
 from __future__ import annotations
@@ -22,17 +30,18 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
+import keras
 import tensorflow as tf
-from tensorflow import keras
+
+from tfleak.data.cifar10 import cifar10_arrays, cifar10_dataset
+from tfleak.io import atomic_write, atomic_write_json, read_json
 
 __all__ = [
     "CACHE_DIR_ENV",
-    "cifar10_dataset",
     "default_cache_dir",
     "train_victim",
 ]
@@ -40,7 +49,7 @@ __all__ = [
 # The root of tfleak's caches; victims go to `$TFLEAK_CACHE_DIR/victims`.
 CACHE_DIR_ENV = "TFLEAK_CACHE_DIR"
 # Bumped when the training recipe changes, so old caches are not taken for new ones.
-_RECIPE_VERSION = 1
+_RECIPE_VERSION = 2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 ModelOrBuilder = Union[keras.Model, Callable[..., keras.Model]]
@@ -53,95 +62,11 @@ def default_cache_dir() -> Path:
     return root / "victims"
 
 
-def _cifar10_split_dir(data_dir, split: str) -> Path:
-    if data_dir is None:
-        raise ValueError(
-            "data_dir is required to train a victim: pass the folder that holds "
-            "cifar10/train/<class>/*.jpg and cifar10/test/<class>/*.jpg."
-        )
-    data_dir = Path(data_dir).expanduser()
-    for candidate in (data_dir / "cifar10" / split, data_dir / split):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f"no CIFAR-10 {split} images under {str(data_dir)!r}: expected the image-folder "
-        f"layout {data_dir / 'cifar10' / split}/<class>/*.jpg (ten class folders, sorted "
-        "names are labels 0..9)."
-    )
-
-
-def cifar10_dataset(
-    data_dir,
-    split: str,
-    batch_size: int = 128,
-    seed: int = 0,
-    training: bool = False,
-    limit: Optional[int] = None,
-) -> tf.data.Dataset:
-    """CIFAR-10 (JPEG) from an image folder as batches of float32 images in [0, 1].
-
-    Args:
-      data_dir: folder holding `cifar10/<split>/<class>/*.jpg`.
-      split: 'train' or 'test'.
-      batch_size: images per batch.
-      seed: seed of the file order, the per-epoch shuffle and the augmentation.
-      training: shuffle every epoch and augment (random crop of the 4-pixel
-        zero-padded image, random horizontal flip); otherwise a fixed order.
-      limit: keep only this many images (a seeded random subset), for quick runs.
-
-    Returns:
-      A `tf.data.Dataset` of `(images, labels)`: `[batch, 32, 32, 3]` float32 in
-      [0, 1] and `[batch]` int32 class indices. The decoded images are cached in
-      memory as uint8 (150 MB for the training split).
-
-    Raises:
-      FileNotFoundError: if the split's folder is missing.
-      ValueError: if `split`, `batch_size` or `limit` is invalid.
-    """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}.")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
-    if limit is not None and int(limit) < 1:
-        raise ValueError(f"limit must be a positive number of images or None; got {limit}.")
-    directory = _cifar10_split_dir(data_dir, split)
-    images = keras.utils.image_dataset_from_directory(
-        directory,
-        labels="inferred",
-        label_mode="int",
-        image_size=(32, 32),
-        batch_size=None,
-        shuffle=True,  # the seeded file order, so `limit` keeps every class
-        seed=seed,
-    )
-    if limit is not None:
-        images = images.take(int(limit))
-    images = images.map(lambda x, y: (tf.cast(tf.round(x), tf.uint8), tf.cast(y, tf.int32)))
-    images = images.cache()
-    if training:
-        images = images.shuffle(
-            50_000 if limit is None else int(limit), seed=seed, reshuffle_each_iteration=True
-        )
-        randomness = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        images = tf.data.Dataset.zip((images, randomness.batch(2)))
-        images = images.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
-    images = images.batch(int(batch_size))
-    images = images.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
-    return images.prefetch(tf.data.AUTOTUNE)
-
-
-def _augment(example, seed):
-    image, label = example
-    padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-    image = tf.image.stateless_random_crop(padded, [32, 32, 3], seed=seed)
-    image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
-    return image, label
-
-
 class _EpochTimer(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.seconds = []
+        self._start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -150,19 +75,25 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Calls `write(temporary)` for a temporary file beside `path`, then renames it over `path`."""
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent
-    )
-    os.close(handle)
+class _Checkpoint(keras.callbacks.Callback):
+    """Writes the weights and the optimizer's state atomically after every epoch."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        atomic_write(self.path, lambda path: self.model.save_weights(str(path), overwrite=True))
+
+
+def _load(model: keras.Model, path: Path, name: str) -> None:
     try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+        model.load_weights(str(path))
+    except (ValueError, KeyError) as error:
+        raise ValueError(
+            f"the cached weights {path} do not fit model {name!r} ({error}); "
+            "delete the file, or give this architecture another name."
+        ) from error
 
 
 def train_victim(
@@ -178,6 +109,7 @@ def train_victim(
     augment: bool = True,
     limit: Optional[int] = None,
     verbose: int = 1,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, Optional[float]]:
     """Trains a victim on CIFAR-10 (JPEG), or loads the weights an earlier call cached.
 
@@ -190,7 +122,7 @@ def train_victim(
       epochs: passes over the training set; 0 returns the untrained model.
       data_dir: folder holding `cifar10/{train,test}/<class>/*.jpg`.
       seed: seed of the builder, the data order and the augmentation.
-      cache_dir: where the `.keras` and `.json` files live; by default
+      cache_dir: where the `.weights.h5` and `.json` files live; by default
         `default_cache_dir()` (`$TFLEAK_CACHE_DIR/victims` or
         `~/.cache/tfleak/victims`).
       batch_size: images per SGD step.
@@ -200,20 +132,25 @@ def train_victim(
       limit: train and test on a seeded random subset of this many images of
         each split (for quick runs and tests); None uses all 50,000 / 10,000.
       verbose: Keras `fit` verbosity (1: progress bar, 2: a line per epoch, 0: none).
+      callbacks: more Keras callbacks for `fit` (called after the epoch's
+        checkpoint is written).
 
     Returns:
       `(model, test_accuracy)`: the trained model and its top-1 accuracy in
-      [0, 1] on the CIFAR-10 (JPEG) test images (the first `limit` of them if
-      `limit` is set); `(model, None)` when `epochs` is 0.
+      [0, 1] on the CIFAR-10 (JPEG) test images (a seeded random subset of
+      `limit` of them if `limit` is set); `(model, None)` when `epochs` is 0.
 
     Raises:
-      ValueError: if `epochs` is negative, `name` unusable as a file name, or
-        a cached file does not fit the model.
+      ValueError: if `epochs` is negative, `name` unusable as a file name,
+        `data_dir` None or not CIFAR-10 (JPEG) (other classes, part of a
+        split), or a cached file does not fit the model.
       FileNotFoundError: if the CIFAR-10 image folders are missing.
     """
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be a whole number >= 0; got {epochs}.")
     epochs = int(epochs)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
     if not isinstance(model, keras.Model):
         if not callable(model):
             raise ValueError(f"model must be a keras.Model or a builder; got {type(model)}.")
@@ -237,17 +174,13 @@ def train_victim(
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     stem = f"{name}_seed{int(seed)}_epochs{epochs}_{digest}"
-    weights_path, record_path = cache_dir / f"{stem}.keras", cache_dir / f"{stem}.json"
+    weights_path = cache_dir / f"{stem}.weights.h5"
+    record_path = cache_dir / f"{stem}.json"
+    checkpoint_path = cache_dir / f"{stem}.partial.weights.h5"
 
-    if weights_path.is_file() and record_path.is_file():
-        record = json.loads(record_path.read_text())
-        try:
-            model.load_weights(str(weights_path))
-        except (ValueError, KeyError) as error:
-            raise ValueError(
-                f"the cached weights {weights_path} do not fit model {name!r} ({error}); "
-                "delete the file, or give this architecture another name."
-            ) from error
+    record = read_json(record_path)
+    if weights_path.is_file() and record is not None:
+        _load(model, weights_path, name)
         if verbose:
             print(
                 f"Loaded {name} ({epochs} epochs, seed {seed}) from {weights_path}: "
@@ -255,12 +188,10 @@ def train_victim(
             )
         return model, float(record["test_accuracy"])
 
-    train = cifar10_dataset(data_dir, "train", batch_size, seed, training=augment, limit=limit)
-    test = cifar10_dataset(data_dir, "test", 500, seed, training=False, limit=limit)
-    steps = int(train.cardinality())
-    if steps < 1:  # cardinality is unknown after `take`; count once (the data is cached).
-        steps = sum(1 for _ in train)
-    schedule = keras.optimizers.schedules.CosineDecay(float(learning_rate), epochs * steps)
+    train_arrays = cifar10_arrays(data_dir, "train", limit, seed)
+    test_arrays = cifar10_arrays(data_dir, "test", limit, seed)
+    steps = len(train_arrays[0]) // int(batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(float(learning_rate), epochs * max(steps, 1))
     model.compile(
         optimizer=keras.optimizers.SGD(
             schedule, momentum=0.9, nesterov=True, weight_decay=float(weight_decay)
@@ -268,24 +199,61 @@ def train_victim(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    first_epoch = 0
+    if checkpoint_path.is_file():
+        model.optimizer.build(model.trainable_variables)
+        _load(model, checkpoint_path, name)
+        done = int(model.optimizer.iterations.numpy())
+        if steps < 1 or done % steps or done > epochs * steps:
+            raise ValueError(
+                f"the checkpoint {checkpoint_path} holds {done} steps, not a whole number of "
+                f"this run's {epochs} epochs of {steps} steps; delete it to train afresh."
+            )
+        first_epoch = done // steps
+        if verbose:
+            print(f"Resuming {name} from {checkpoint_path} after epoch {first_epoch}.")
+    train = cifar10_dataset(
+        None,
+        "train",
+        batch_size,
+        seed,
+        training=True,
+        augment=augment,
+        epochs=epochs,
+        first_epoch=first_epoch,
+        arrays=train_arrays,
+    )
+    test = cifar10_dataset(None, "test", 500, arrays=test_arrays)
     timer = _EpochTimer()
-    model.fit(train, epochs=epochs, callbacks=[timer], verbose=verbose)
+    if first_epoch < epochs:
+        model.fit(
+            train,
+            epochs=epochs,
+            initial_epoch=first_epoch,
+            steps_per_epoch=steps,
+            shuffle=False,  # the dataset's own per-epoch order
+            callbacks=[_Checkpoint(checkpoint_path), timer, *callbacks],
+            verbose=verbose,
+        )
     _, accuracy = model.evaluate(test, verbose=0)
     accuracy = float(accuracy)
     if verbose:
         print(f"{name}: test accuracy {accuracy:.4f} after {epochs} epochs")
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(weights_path, lambda path: model.save(str(path), overwrite=True))
+    atomic_write(weights_path, lambda path: model.save_weights(str(path), overwrite=True))
     record = {
         "model": name,
         "seed": int(seed),
         "epochs": epochs,
         "test_accuracy": accuracy,
         "seconds_per_epoch": [round(s, 2) for s in timer.seconds],
+        "resumed_after_epoch": first_epoch,
+        "steps_per_epoch": steps,
         "parameters": int(model.count_params()),
         "settings": settings,
         "tensorflow": tf.__version__,
+        "keras": keras.__version__,
     }
-    _write_atomically(record_path, lambda path: path.write_text(json.dumps(record, indent=2)))
+    atomic_write_json(record_path, record)
+    checkpoint_path.unlink(missing_ok=True)
     return model, accuracy

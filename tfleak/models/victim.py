@@ -292,7 +292,9 @@ class Victim(keras.Model):
         """Per-example soft cross entropy `[batch]` at `weights` (None: the current ones)."""
         return soft_cross_entropy(probabilities, self.forward_at(weights, x)[0])
 
-    def gradient_at(self, weights: Optional[Sequence], x: tf.Tensor, probabilities, statistics=False):
+    def gradient_at(
+        self, weights: Optional[Sequence], x: tf.Tensor, probabilities, statistics: bool = False
+    ):
         """`dL/dW` of the mean soft cross entropy at weight tensors `weights`.
 
         Differentiable with respect to `x`, `probabilities` and `weights`.
@@ -605,8 +607,7 @@ def _check_width(model, width: int, num_classes: Optional[int]) -> int:
     num_classes = width if num_classes is None else int(num_classes)
     if num_classes != width or num_classes < 2:
         raise ValueError(
-            f"num_classes={num_classes} does not match {model.name}'s {width} outputs "
-            "(need >= 2)."
+            f"num_classes={num_classes} does not match {model.name}'s {width} outputs (need >= 2)."
         )
     return num_classes
 
