@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow import keras
 
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],
@@ -28,7 +28,7 @@ def _attacker(strategy, on_device, weights, data):
         # Plain SGD: Adam would blow float round-off in near-zero gradients up to
         # whole steps of +-learning rate, hiding what is compared here.
         attacker = split.AttackModel(on_device)
-        attacker.compile(optimizer=keras.optimizers.legacy.SGD(0.1))
+        attacker.compile(optimizer=keras.optimizers.SGD(0.1))
     attacker.decoder.set_weights(weights)
     run = split.train_resumable(attacker, data, epochs=1, batch_size=16, seed=1, log=None)
     return attacker, run

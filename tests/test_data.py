@@ -269,3 +269,39 @@ def test_sample_batch_random_allows_repeated_labels():
         sample_batch(labels, 2, "distinct")
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         sample_batch(labels, 0)
+
+
+# CIFAR-10 (JPEG) for training: decoded by TF to PIL's pixels, epochs seeded by (seed, epoch).
+
+
+def test_training_pixels_are_the_attack_pixels(cifar10_dir, cifar10_test):
+    from tfleak.data import cifar10_arrays
+
+    images, labels = cifar10_arrays(cifar10_dir, "test", limit=64, seed=3)
+    rows = np.sort(np.random.default_rng(3).permutation(10_000)[:64])  # the seeded subset
+    assert images.shape == (64, 32, 32, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(labels, cifar10_test.labels[rows])
+    # TF's default fast DCT is off by up to 5/255; the loader decodes as PIL does.
+    np.testing.assert_array_equal(images / np.float32(255.0), cifar10_test.images[rows])
+
+
+def test_training_epochs_depend_only_on_seed_and_epoch(cifar10_dir):
+    from tfleak.data import cifar10_arrays, cifar10_dataset
+
+    arrays = cifar10_arrays(cifar10_dir, "train", limit=40, seed=0)
+
+    def epochs(first, last, seed=0):
+        dataset = cifar10_dataset(
+            None, "train", 8, seed, training=True, epochs=last, first_epoch=first, arrays=arrays
+        )
+        return [x.numpy() for x, _ in dataset]
+
+    whole, resumed = epochs(0, 3), epochs(2, 3)
+    assert len(whole) == 15 and len(resumed) == 5  # 40 // 8 = 5 steps an epoch
+    for a, b in zip(whole[10:], resumed):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(whole[0], whole[5])  # another order and crops each epoch
+    assert not np.array_equal(whole[0], epochs(0, 1, seed=1)[0])
+    assert whole[0].shape == (8, 32, 32, 3) and 0.0 <= whole[0].min() and whole[0].max() <= 1.0
+    with pytest.raises(ValueError, match="batch_size 64 is more than the 40 training images"):
+        cifar10_dataset(None, "train", 64, training=True, arrays=arrays)

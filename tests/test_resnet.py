@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow import keras
 
 from tfleak.models.convnet import convnet
 from tfleak.models.resnet import CIFAR10_MEAN, CIFAR10_STD, resnet, resnet18
@@ -55,6 +55,8 @@ def _input_gradient_of_gradient_norm(model, images, labels, training):
 def test_parameters_shapes_and_second_order_gradient(name):
     model = BUILDERS[name](num_classes=10, seed=0)
     assert _trainable(model) == BREACHING_PARAMETERS[name]
+    # Flat: no sub-model used as a layer, so every batch-norm input is an outer tensor.
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
     assert model.output_shape == (None, 10)
     images = tf.random.uniform((1, 32, 32, 3), seed=1)
     for training in (True, False):
@@ -68,8 +70,8 @@ def test_resnet_depths_and_resolution():
     # halve 32 -> 16 -> 8, with 16, 32, 64 channels.
     model = resnet(44, num_classes=100)
     assert model.name == "resnet44" and model.output_shape == (None, 100)
-    assert model.get_layer("stage3_block7_out").output_shape == (None, 8, 8, 64)
-    assert model.get_layer("stage2_block1_out").output_shape == (None, 16, 16, 32)
+    assert model.get_layer("stage3_block7_out").output.shape == (None, 8, 8, 64)
+    assert model.get_layer("stage2_block1_out").output.shape == (None, 16, 16, 32)
     with pytest.raises(ValueError, match="6n \\+ 2"):
         resnet(18)
     with pytest.raises(ValueError, match="num_classes"):
@@ -117,14 +119,14 @@ def test_seed_fixes_the_weights_and_clone_keeps_the_graph(name):
 def test_second_order_gradient_matches_float64():
     # TF's fused batch-norm kernel gets the gradient of the gradient wrong
     # with batch statistics (measured on ResNet-20: off by 0.7% of the largest
-    # entry); the victims use the unfused layer, which matches a float64 copy
-    # of the network to float32 precision in both modes.
+    # entry); Keras' layer is unfused, and matches a float64 copy of the
+    # network to float32 precision in both modes.
     model = resnet(20, seed=0)
-    keras.backend.set_floatx("float64")
+    keras.config.set_floatx("float64")
     try:
         reference = resnet(20, seed=0)
     finally:
-        keras.backend.set_floatx("float32")
+        keras.config.set_floatx("float32")
     reference.set_weights(model.get_weights())
     images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3))
     labels = np.eye(10)[[3, 5]]

@@ -3,8 +3,10 @@
 A run killed in the middle of a write must leave either the old file or the
 new one, never half of one: every writer here writes a temporary file in the
 same directory, flushes it to disk and renames it over the target
-(`os.replace` is atomic on POSIX and Windows). JSON is strict: no `NaN` or
-`Infinity`, which many readers reject; a non-finite float becomes `null`.
+(`os.replace` is atomic on POSIX and Windows); `atomic_write` does the same
+for a writer that wants a path, such as Keras' `model.save`. JSON is strict:
+no `NaN` or `Infinity`, which many readers reject; a non-finite float becomes
+`null`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 
 __all__ = [
+    "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -30,30 +33,56 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 
+def _replace_atomically(path: PathLike, write: Callable[[Path], None], suffix: str) -> Path:
+    """Calls `write(temporary)` for a file beside `path`, syncs it, renames it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        # mkstemp makes the file private (0600); give it the mode open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        write(temporary)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
+    """Has `write` write a file, and puts it at `path` so that a kill leaves the old or the new.
+
+    For writers that want a path rather than bytes, such as Keras'
+    `model.save` (which needs the `.keras` suffix) and `model.save_weights`
+    (`.weights.h5`): `write` is called with a temporary path in the same
+    directory that ends in the same suffixes as `path`
+    (`.<name>.<random>.tmp<suffixes>`), which already exists, empty, and may be
+    overwritten. The file is then flushed to disk and renamed over `path`; if
+    `write` raises, the temporary file is removed and `path` is untouched.
+
+    Args:
+      path: the file to write; parent folders are created.
+      write: called once as `write(temporary_path)`; must write one file there.
+
+    Returns:
+      `path` as a `Path`.
+    """
+    return _replace_atomically(path, write, ".tmp" + "".join(Path(path).suffixes))
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Writes `data` to `path` so that a kill leaves the old file or the new one.
 
     Returns:
       `path` as a `Path`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); give it the mode open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return _replace_atomically(path, lambda temporary: temporary.write_bytes(data), ".tmp")
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:

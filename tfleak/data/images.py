@@ -13,9 +13,9 @@ Every loader returns images as float32 in [0, 1] shaped
   `tfds.load`, which needs a network the first time.
 - `cifar10` also reads the image-folder copy `DIR/cifar10/{train,test}/<class>/
   NNNN.jpg` (each image of the release re-encoded as a JPEG) when there are no
-  release files; its `description` is then 'CIFAR-10 (JPEG)', because JPEG
-  changes pixel values slightly and numbers on it are not numbers on the
-  release.
+  release files (`tfleak.data.cifar10`, which checks it is the whole split);
+  its `description` is then 'CIFAR-10 (JPEG)', because JPEG changes pixel
+  values slightly and numbers on it are not numbers on the release.
 - `folder`: any folder with one sub-folder of images per class
   (`tfleak.data.folders`).
 
@@ -32,10 +32,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tfleak.data.cifar10 import CIFAR10_CLASSES, cifar10_jpeg_root, load_cifar10_jpeg
 from tfleak.data.dataset import ImageDataset, check_indices
 from tfleak.data.decode import load_image_file, resize_images
 from tfleak.data.files import DATA_DIR_ENV, find_release_file, load_tfds, resolve_data_dir
-from tfleak.data.folders import index_image_folder, load_image_folder, read_image_files
+from tfleak.data.folders import load_image_folder
 
 __all__ = [
     "DATASETS",
@@ -48,20 +49,7 @@ __all__ = [
 ]
 
 DATASETS = ("sample", "digits", "mnist", "cifar10", "cifar100", "folder")
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 _SPLITS = ("train", "test")
-_SPLIT_SIZES = {"cifar10": {"train": 50_000, "test": 10_000}}
 _DESCRIPTIONS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 _DIGIT_NAMES = [str(digit) for digit in range(10)]
 
@@ -159,54 +147,6 @@ def _read_cifar(path: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarr
     if not images:
         raise ValueError(f"{path} holds no {split} batches of {name}; download it again.")
     return np.concatenate(images), np.concatenate(labels), class_names
-
-
-def _cifar10_jpeg_root(directory: Path, split: str) -> Optional[Path]:
-    """`directory/cifar10/<split>` (or `directory/<split>`) if it holds CIFAR-10's classes.
-
-    Raises:
-      ValueError: `directory/cifar10/<split>` holds other class folders, or
-        not the whole split (a partial copy would give numbers for a
-        different set).
-    """
-    for candidate in (directory / "cifar10" / split, directory / split):
-        if not candidate.is_dir():
-            continue
-        names = sorted(p.name for p in candidate.iterdir() if p.is_dir())
-        if names != list(CIFAR10_CLASSES):
-            if candidate.parent.name == "cifar10":
-                raise ValueError(
-                    f"{candidate} holds the class folders {names[:12]}, not CIFAR-10's "
-                    f"{list(CIFAR10_CLASSES)}; copy the image-folder release again, or read it "
-                    "with --dataset=folder."
-                )
-            continue
-        return candidate
-    return None
-
-
-def _cifar10_jpeg(root: Path, split: str, indices: Optional[Sequence[int]]) -> ImageDataset:
-    index = index_image_folder(root)
-    expected = _SPLIT_SIZES["cifar10"][split]
-    if len(index) != expected:
-        raise ValueError(
-            f"{root} holds {len(index):,} images, but CIFAR-10's {split} split has "
-            f"{expected:,}; copy the image folders again (numbers on part of it would be "
-            "reported as CIFAR-10)."
-        )
-    rows = None if indices is None else check_indices(indices, expected, f"cifar10 ({split})")
-    files = index.files if rows is None else [index.files[i] for i in rows]
-    return ImageDataset(
-        name="cifar10",
-        images=read_image_files(files, None, 3),
-        labels=index.labels if rows is None else index.labels[rows],
-        num_classes=10,
-        class_names=list(CIFAR10_CLASSES),
-        description="CIFAR-10 (JPEG)",
-        source=str(root),
-        files=[str(path) for path in files],
-        indices=rows,
-    )
 
 
 def _from_release_files(name: str, directory: Path, split: str) -> Optional[ImageDataset]:
@@ -330,9 +270,9 @@ def load_dataset(
         directory = resolve_data_dir(data_dir)
         dataset = None if directory is None else _from_release_files(name, directory, split)
         if dataset is None and directory is not None and name == "cifar10":
-            root = _cifar10_jpeg_root(directory, split)
+            root = cifar10_jpeg_root(directory, split)
             if root is not None:
-                return _cifar10_jpeg(root, split, indices)
+                return load_cifar10_jpeg(root, split, indices)
         if dataset is None:
             dataset = _from_tfds(name, split, directory)
     if indices is not None:
