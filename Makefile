@@ -1,7 +1,8 @@
 # Every target creates or reuses .venv in the checkout and installs tfleak into
 # it, so a fresh clone needs nothing installed by hand.
 PYTHON ?= python3
-VENV ?= .venv
+# One virtual environment per interpreter: `make test PYTHON=python3.13` builds .venv-python3.13.
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1

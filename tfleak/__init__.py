@@ -7,6 +7,12 @@ a split (on-device / server) model, and what differential privacy buys back.
 The public API, one name per line:
 """
 
+from tfleak.cli import quiet_tensorflow_startup as _quiet_tensorflow_startup
+
+_quiet_tensorflow_startup()
+
+# ruff: noqa: E402
+
 from tfleak import attacks
 from tfleak import data
 from tfleak import defenses

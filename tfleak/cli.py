@@ -16,12 +16,44 @@ from typing import Callable, Iterable, Optional
 
 from absl import app
 
-__all__ = ["run", "quiet_tensorflow", "require_finite", "parse_float_list"]
+__all__ = [
+    "run",
+    "quiet_tensorflow",
+    "quiet_tensorflow_startup",
+    "require_finite",
+    "parse_float_list",
+]
+
+
+def quiet_tensorflow_startup() -> None:
+    """Imports TensorFlow without its start-up lines, unless TF_CPP_MIN_LOG_LEVEL asks for them.
+
+    TensorFlow 2.16+ writes its start-up lines (oneDNN, CUDA stubs, "failed
+    call to cuInit" on a machine without a GPU) to standard error before its
+    log level applies. `import tfleak` therefore imports TensorFlow, and lists
+    its devices, with file descriptor 2 pointed at /dev/null, unless
+    TensorFlow is already imported or `TF_CPP_MIN_LOG_LEVEL` is set to 0 or 1.
+    Python exceptions are unaffected; errors after start-up print as usual.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def quiet_tensorflow() -> None:
     """Keeps TF's C++ INFO/WARNING lines and Python deprecation chatter off the terminal."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_startup()
     import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
