@@ -118,9 +118,9 @@ def copy_weights(keras_model, torch_model) -> int:
                 layer = keras_model.get_layer(_keras_module_name(module_name))
                 kernel = layer.kernel.numpy()
                 flatten = [x for x in keras_model.layers if type(x).__name__ == "Flatten"]
-                if flatten and int(np.prod(flatten[0].input_shape[1:])) == kernel.shape[0]:
+                if flatten and int(np.prod(flatten[0].input.shape[1:])) == kernel.shape[0]:
                     # Keras flattened [h, w, c]; torch flattens [c, h, w].
-                    h, w, c = flatten[0].input_shape[1:]
+                    h, w, c = flatten[0].input.shape[1:]
                     kernel = (
                         kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
                     )
