@@ -41,3 +41,27 @@ bench: install-bench
 
 clean:
 	rm -rf $(VENV) results build *.egg-info
+
+# The parity environment: TensorFlow 2.15 (Keras 2) with tensorflow-privacy 0.9.0, which
+# need Python <= 3.11. benchmarks/tf_privacy_parity.py runs there and records what
+# tensorflow-privacy computes (benchmarks/results/tf_privacy_parity.json); the tests check
+# tfleak.privacy against that file. The venv ignores itself (a '*' .gitignore inside).
+PARITY_PYTHON ?= python3.11
+PARITY_VENV ?= .venv-parity
+PARITY_PINS := tensorflow==2.15.1 tensorflow-privacy==0.9.0 keras==2.15.0 \
+	tensorflow-probability==0.22.1 dp-accounting==0.4.3 numpy==1.26.4
+
+.PHONY: parity-env parity
+
+$(PARITY_VENV)/.installed:
+	$(PARITY_PYTHON) -m venv $(PARITY_VENV)
+	echo '*' > $(PARITY_VENV)/.gitignore
+	$(PARITY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PARITY_VENV)/bin/python -m pip install -q $(PARITY_PINS)
+	touch $@
+
+parity-env: $(PARITY_VENV)/.installed
+
+parity: parity-env
+	$(PARITY_VENV)/bin/python benchmarks/tf_privacy_parity.py --data_dir=../shared/data \
+		--output=benchmarks/results/tf_privacy_parity.json

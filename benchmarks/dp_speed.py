@@ -1,18 +1,20 @@
-r"""Benchmark: seconds per epoch of DP-Adam variants against plain Adam, on the split target.
+r"""Benchmark: seconds per epoch of DP-Adam against plain Adam, on the split target.
 
 Runs, side by side in one process on real Omniglot images (batch 32 by
-default), a plain Adam step and each DP-Adam implementation tensorflow-privacy
-0.9.0 offers (`tfleak.privacy.DP_VARIANTS`: `DPKerasAdamOptimizer`,
-`VectorizedDPKerasAdamOptimizer`, `DPSequential` without and with XLA), at
-several microbatch counts, with batch normalization (as published) and group
-normalization. For each it reports seconds per step (median of --steps timed
-steps after warm-up) and per epoch (steps of the offline scheme's 2,270
-training images), the ratio to plain Adam with the same normalization,
-whether it clips per example (one example per microbatch), and, measured,
-whether an example's clipped-to-be gradient depends on the other examples of
-its batch. Writes --output (JSON): `plain_seconds_per_epoch`,
-`dp_seconds_per_epoch`, `ratio` and `variant` of the fastest variant that clips
-per example, per normalization, and the whole table; prints it as Markdown.
+default), a plain Adam step and tfleak's DP-Adam (`tfleak.privacy.DPModel`) in
+each of its `DP_VARIANTS` ('per_example': each microbatch run alone through
+`tf.vectorized_map`; 'full_batch': rows of the Jacobian of the microbatch
+losses of one whole-batch pass, tensorflow-privacy's `DPKerasAdamOptimizer`
+semantics), at several microbatch counts, with batch normalization (as
+published) and group normalization. For each it reports seconds per step
+(median of --steps timed steps after warm-up) and per epoch (steps of the
+offline scheme's 2,270 training images), the ratio to plain Adam with the
+same normalization, whether it clips per example (one example per
+microbatch), and, measured, whether an example's clipped-to-be gradient
+depends on the other examples of its batch. Writes --output (JSON):
+`plain_seconds_per_epoch`, `dp_seconds_per_epoch`, `ratio` and `variant` of
+the fastest variant that clips per example, per normalization, and the whole
+table; prints it as Markdown.
 
   python benchmarks/dp_speed.py --data_dir=../shared/data --steps=5
 """
@@ -26,10 +28,10 @@ import statistics
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from tensorflow import keras
 
 from tfleak import privacy
 from tfleak.cli import require_finite, run
@@ -52,6 +54,7 @@ flags.DEFINE_list(
 )
 flags.DEFINE_integer("train_examples", 2270, "Examples per epoch (offline scheme: 2,270).")
 flags.DEFINE_float("noise_multiplier", 0.7, "Noise multiplier of the DP variants.")
+flags.DEFINE_bool("jit_compile", False, "Compile the DP train steps with XLA.")
 flags.DEFINE_string("output", "results/dp_speed/dp_speed.json", "Where the JSON goes.")
 
 log = functools.partial(print, flush=True)
@@ -126,6 +129,7 @@ def _summary(rows, plain, steps_per_epoch, load_at_start) -> dict:
                 "variants",
                 "train_examples",
                 "noise_multiplier",
+                "jit_compile",
             )
         },
         "machine": {
@@ -174,7 +178,7 @@ def main(argv):
         keras.utils.set_random_seed(0)
         models = {("plain Adam", None): privacy.dp_target_model(norm=norm)}
         models["plain Adam", None].compile(
-            keras.optimizers.legacy.Adam(0.005), keras.losses.SparseCategoricalCrossentropy()
+            keras.optimizers.Adam(0.005), keras.losses.SparseCategoricalCrossentropy()
         )
         for variant in FLAGS.variants:
             for count in microbatches:
@@ -185,6 +189,7 @@ def main(argv):
                     norm=norm,
                     batch_size=FLAGS.batch_size,
                     num_microbatches=count,
+                    jit_compile=FLAGS.jit_compile,
                 )
         log(f"{norm} norm: timing {len(models)} models, {FLAGS.steps} rounds")
         seconds = _time_round_robin(models, batches, FLAGS.warmup, FLAGS.steps)
@@ -195,7 +200,7 @@ def main(argv):
             for mechanism in ("alone", "jacobian")
         }
         for (variant, count), step_seconds in seconds.items():
-            mechanism = "alone" if variant.startswith("dp_model") else "jacobian"
+            mechanism = "alone" if variant == "per_example" else "jacobian"
             per_example = None if count is None else count == FLAGS.batch_size
             rows.append(
                 dict(

@@ -3,8 +3,9 @@ r"""Benchmark: the model-inversion experiment, 'offline' scheme, on this machine
 Runs examples/model_inversion.py as a user would (a subprocess, progress
 streamed) with the published training configuration (target 10 epochs, DP
 20 epochs at noise 0.7 / 0.5 / 0.3, batch 32, clip 1, learning rate 0.005)
-and DP-Adam's fastest implementation that clips per example
-(`--dp_variant=dp_model`, see benchmarks/dp_speed.py), for batch-norm and
+and DP-Adam clipping each example's gradient with the example run through the
+model alone (`--dp_variant=per_example`; `full_batch` clips rows of one
+whole-batch pass, see tfleak.privacy.DP_VARIANTS), for batch-norm and
 group-norm targets. Every phase checkpoints: rerun the same command to resume.
 Writes benchmark.json and benchmark.md (the results tables, seconds per epoch,
 the configuration) to --output_dir.
@@ -34,7 +35,7 @@ flags.DEFINE_integer("attacker_epochs", 100, "Most epochs of each decoder (publi
 flags.DEFINE_integer("dp_epochs", 20, "Epochs of each DP target (published: 20).")
 flags.DEFINE_list("dp_norms", ["batch", "group"], "Normalizations of the DP targets.")
 flags.DEFINE_string(
-    "dp_variant", "dp_model", "DP-Adam implementation (tfleak.privacy.DP_VARIANTS)."
+    "dp_variant", "per_example", "What DP-Adam clips (a key of tfleak.privacy.DP_VARIANTS)."
 )
 flags.DEFINE_list("noise_multipliers", ["0.7", "0.5", "0.3"], "DP noise multipliers.")
 flags.DEFINE_integer("seed", 0, "Seed of the experiment.")

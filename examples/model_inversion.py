@@ -36,10 +36,10 @@ import time
 import zlib
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from tensorflow import keras
 
 from tfleak import privacy, split
 from tfleak.cli import parse_float_list, require_finite, run
@@ -94,9 +94,11 @@ flags.DEFINE_list(
 )
 flags.DEFINE_enum(
     "dp_variant",
-    "dp_model",
+    "per_example",
     list(privacy.DP_VARIANTS),
-    "DP-Adam implementation (benchmarks/dp_speed.py compares them).",
+    "What DP-Adam clips as one example's gradient: 'per_example' (the example run "
+    "through the model alone) or 'full_batch' (a row of the Jacobian of one whole-batch "
+    "pass); see tfleak.privacy.DP_VARIANTS.",
 )
 flags.DEFINE_integer("dp_epochs", 20, "Epochs of each DP target (DP Adam).")
 flags.DEFINE_integer("batch_size", 32, "Batch size of every model.")

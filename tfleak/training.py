@@ -1,30 +1,38 @@
-"""Resumable Keras training that only resumes what it can trust.
+"""Resumable Keras training that only resumes what it wrote itself.
 
 `train_resumable` fits a compiled model one epoch at a time and checkpoints
 after every epoch, so a killed run (or one paused with SIGSTOP) continues from
-its last whole epoch. A checkpoint directory remembers the configuration it was
-written under (`config.json`); a later call with a different configuration
-refuses to resume it (or, if asked, starts afresh and says so) instead of
-silently continuing someone else's run. Everything a rerun reads back is
-written atomically: `history.json` and `config.json` through `tfleak.io`,
-the weights through `tf.train.CheckpointManager`, which writes temporary files
-and renames them and updates its `checkpoint` index file atomically.
+its last whole epoch with the same weights, optimizer state and history as an
+uninterrupted run. A checkpoint directory holds:
+
+- `config.json`: the configuration the run was written under. A later call
+  under another configuration refuses to resume it (or, if asked, starts
+  afresh and says so) instead of silently continuing someone else's run.
+- `epoch-NNNN.weights.h5`: Keras' weights format (`model.save_weights`): the
+  model's variables and its optimizer's (Adam's step count and moments).
+- `checkpoint.json`: which weights file holds how many epochs; written last,
+  it is the commit point of an epoch. A directory without it (such as one of
+  an older TensorFlow-format checkpoint, `checkpoint` + `ckpt-N.index`) holds
+  nothing this function resumes.
+- `history.json`: per-epoch metrics; `best.weights.h5` with early stopping.
+
+Every file is written atomically through `tfleak.io`: a kill leaves the old
+file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
-import io
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow import keras
 
-from tfleak.io import atomic_write_bytes, atomic_write_json, json_safe, read_json
+from tfleak.io import atomic_write, atomic_write_json, json_safe, read_json
 
 __all__ = [
     "ConfigMismatchError",
@@ -36,6 +44,9 @@ __all__ = [
 
 # What a rerun with a different configuration does: refuse, or start afresh.
 ON_CONFIG_CHANGE = ("refuse", "restart")
+# Names the checkpoints this module writes, so it resumes no other.
+_FORMAT = "tfleak.train_resumable/keras3-weights.h5"
+_INDEX = "checkpoint.json"
 
 
 class ConfigMismatchError(ValueError):
@@ -94,6 +105,24 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+def _reseed(model: keras.Model, epoch_seed: int) -> None:
+    """Makes every random op of an epoch a function of `epoch_seed`.
+
+    Keras layers draw their randomness (dropout, augmentation) from seed
+    generators whose states are the model's variables that are not weights;
+    each gets its own seed derived from `epoch_seed`. Stateful TensorFlow ops
+    in a `train_step` (`tf.random.normal`) restart from the global seed when
+    the train function is traced anew.
+    """
+    weights = {id(v) for v in model.weights}
+    states = [v for v in model.variables if id(v) not in weights]
+    seeds = np.random.SeedSequence(epoch_seed).generate_state(max(len(states), 1))
+    for state, value in zip(states, seeds):
+        state.assign(np.array([value % 2**31, 0]).astype(state.dtype))
+    tf.random.set_seed(epoch_seed)
+    model.make_train_function(force=True)
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [
@@ -108,6 +137,41 @@ def _count(dataset: tf.data.Dataset) -> int:
     if size < 0:
         size = int(dataset.reduce(0, lambda count, _: count + 1))
     return size
+
+
+def _model_description(model: keras.Model) -> str:
+    parameters = sum(int(np.prod(weight.shape)) for weight in model.weights)
+    return f"{type(model).__name__}, {parameters} parameters"
+
+
+def _save_weights(model: keras.Model, path: Path) -> None:
+    """`model.save_weights` (model and optimizer variables), written atomically."""
+    atomic_write(path, model.save_weights)
+
+
+def _load_weights(model: keras.Model, path: Path) -> None:
+    if model.optimizer is not None and not model.optimizer.built:
+        # As Keras builds it before a first step under a strategy: on every trainable
+        # variable. Its variables must exist for the saved ones to load into them.
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+
+
+def _committed(checkpoint_dir: Path) -> dict | None:
+    """The checkpoint index this module wrote in `checkpoint_dir`, or None."""
+    index = read_json(checkpoint_dir / _INDEX)
+    if not isinstance(index, dict) or index.get("format") != _FORMAT:
+        return None
+    if not (checkpoint_dir / str(index.get("weights"))).is_file():
+        return None
+    return index
+
+
+def _foreign_checkpoint(checkpoint_dir: Path) -> str | None:
+    """What in `checkpoint_dir` looks like a checkpoint this module did not write."""
+    if (checkpoint_dir / "checkpoint").is_file() or any(checkpoint_dir.glob("ckpt-*.index")):
+        return "a TensorFlow-format checkpoint (`checkpoint`, `ckpt-N.index`) of an older tfleak"
+    return None
 
 
 def train_resumable(
@@ -129,14 +193,14 @@ def train_resumable(
 ) -> TrainingRun:
     """Trains a compiled model epoch by epoch, checkpointing so a killed run resumes.
 
-    After every epoch the model, its optimizer (Adam moments, step count) and
-    the epoch count are saved with a `tf.train.CheckpointManager` in
-    `checkpoint_dir`; a later call with the same directory and configuration
-    restores them and continues with the next epoch. A resumed run ends with
-    the same weights as an uninterrupted one because everything random in an
-    epoch is a function of `(seed, epoch)`: the shuffle order, and the stateful
-    random ops (dropout, DP noise), whose kernels are re-created from the
-    global seed `(seed, epoch)` by retracing the train function each epoch.
+    After every epoch the model's and its optimizer's variables (Adam's step
+    count and moments) are saved with `model.save_weights` in `checkpoint_dir`,
+    then the epoch count; a later call with the same directory and
+    configuration restores them and continues with the next epoch. A resumed
+    run ends with the same weights as an uninterrupted one because everything
+    random in an epoch is a function of `(seed, epoch)`: the shuffle order,
+    the layers' seed generators (dropout, augmentation) and the stateful
+    random ops of a `train_step` (DP noise, code noise).
 
     Args:
       model: a compiled, built Keras model (built under the strategy scope
@@ -150,17 +214,18 @@ def train_resumable(
       config: JSON-able dict of everything that makes this run what it is
         (model, optimizer, data, seed...). Stored beside the checkpoint; a
         checkpoint stored under another config is not resumed. `seed`,
-        `batch_size`, `drop_remainder` and the number of training examples
-        are always added; `epochs` is not (a run may be extended).
+        `batch_size`, `drop_remainder`, the number of training examples and
+        the model's class and parameter count are always added; `epochs` is
+        not (a run may be extended).
       on_config_change: 'refuse' (raise `ConfigMismatchError`) or 'restart'
         (delete the old checkpoint, train from scratch and log it).
       validation_data: unbatched elements evaluated after every epoch.
       drop_remainder: drop the last, smaller batch (DP microbatching needs it).
       early_stopping: `(metric, patience)`, e.g. `('val_loss', 5)`: stop when
         the metric (lower is better) has not improved for `patience` epochs
-        and restore the weights of its best epoch (kept as `best_weights.npz`
-        beside the checkpoint). The history keeps every epoch run; the
-        returned run's `final` is the best epoch's record.
+        and restore the model (and optimizer) of its best epoch (kept as
+        `best.weights.h5` beside the checkpoint). The history keeps every
+        epoch run; the returned run's `final` is the best epoch's record.
       callbacks: extra Keras callbacks for every epoch's `fit`.
       log: called with one progress line per epoch; None is silent.
       name: what the progress lines call the model.
@@ -172,7 +237,8 @@ def train_resumable(
       ValueError: `epochs` or `batch_size` < 1, fewer than one batch of data,
         an unknown `on_config_change`, or a checkpoint with more epochs than
         `epochs`.
-      ConfigMismatchError: the checkpoint was written under another config and
+      ConfigMismatchError: the directory holds a checkpoint written under
+        another config, or one this function did not write, and
         `on_config_change='refuse'`.
     """
     if epochs < 1 or batch_size < 1:
@@ -181,11 +247,17 @@ def train_resumable(
         raise ValueError(
             f"on_config_change must be one of {ON_CONFIG_CHANGE}; got {on_config_change!r}."
         )
+    if model.optimizer is None:
+        raise ValueError(f"{name}: compile the model before training it.")
     size = _count(dataset)
     if size < batch_size and drop_remainder:
         raise ValueError(f"{size} training examples make no whole batch of {batch_size}.")
     if size == 0:
         raise ValueError(f"{name}: the training dataset is empty.")
+    if not model.built:
+        # Keras builds a model on its first call; a checkpoint loads only into a built one.
+        element = next(iter(dataset.take(1).batch(1)))
+        model(element[0] if isinstance(element, (tuple, list)) else element, training=False)
     full_config = json_safe(
         dict(
             config or {},
@@ -194,51 +266,51 @@ def train_resumable(
             drop_remainder=drop_remainder,
             train_examples=size,
             early_stopping=list(early_stopping or ()),
+            model=_model_description(model),
         )
     )
     run = TrainingRun()
-    checkpoint = manager = None
+    index = None
     history_path = best_path = None
-    done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
     best = {"value": float("inf"), "epoch": 0}
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         history_path = checkpoint_dir / "history.json"
-        best_path = checkpoint_dir / "best_weights.npz"
+        best_path = checkpoint_dir / "best.weights.h5"
         config_path = checkpoint_dir / "config.json"
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epochs_done=done)
-        manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=1)
+        index = _committed(checkpoint_dir)
         stored = read_json(config_path)
-        if manager.latest_checkpoint and stored is not None and stored != full_config:
-            changes = "; ".join(_differences(stored, full_config))
+        problem = None
+        if index is not None and stored != full_config:
+            changes = "; ".join(_differences(stored or {}, full_config))
+            problem = f"a run written under another configuration ({changes})"
+        elif index is None and _foreign_checkpoint(checkpoint_dir):
+            problem = _foreign_checkpoint(checkpoint_dir) + ", which this version cannot resume"
+        if problem:
             if on_config_change == "refuse":
                 raise ConfigMismatchError(
-                    f"{name}: {checkpoint_dir} holds a run written under another configuration "
-                    f"({changes}). Use another output directory, delete this one, or pass "
-                    "--on_config_change=restart to discard it."
+                    f"{name}: {checkpoint_dir} holds {problem}. Use another output directory, "
+                    "delete this one, or pass --on_config_change=restart to discard it."
                 )
             if log:
-                log(
-                    f"{name}: configuration changed ({changes}); discarding {checkpoint_dir} "
-                    "and training from scratch"
-                )
+                log(f"{name}: {checkpoint_dir} holds {problem}; discarding it and training "
+                    "from scratch")  # fmt: skip
             shutil.rmtree(checkpoint_dir)
             checkpoint_dir.mkdir(parents=True)
-            manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=1)
+            index = None
             run.restarted = True
         atomic_write_json(config_path, full_config)
-        if manager.latest_checkpoint:
-            # Partial: an optimizer restored after its last epoch never creates its slots.
-            checkpoint.restore(manager.latest_checkpoint).expect_partial()
-            run.resumed_from_epoch = int(done.numpy())
+        if index is not None:
+            run.resumed_from_epoch = int(index["epochs_done"])
             if run.resumed_from_epoch > epochs:
                 raise ValueError(
                     f"{name}: {checkpoint_dir} already holds {run.resumed_from_epoch} epochs, "
                     f"more than the {epochs} asked for; ask for >= {run.resumed_from_epoch} "
                     "epochs or use another output directory."
                 )
-            # history.json is written before the checkpoint: it may hold one epoch more.
+            _load_weights(model, checkpoint_dir / index["weights"])
+            # history.json is written before the index: it may hold one epoch more.
             history = read_json(history_path, default=[]) or []
             run.history = history[: run.resumed_from_epoch]
             for missing in range(len(run.history), run.resumed_from_epoch):
@@ -250,11 +322,16 @@ def train_resumable(
                     best = {"value": top[early_stopping[0]], "epoch": top["epoch"]}
             if log:
                 log(
-                    f"{name}: resumed from {manager.latest_checkpoint} after epoch "
+                    f"{name}: resumed from {checkpoint_dir / index['weights']} after epoch "
                     f"{run.resumed_from_epoch}/{epochs}"
                 )
     steps = size // batch_size if drop_remainder else -(-size // batch_size)
-    validation = None if validation_data is None else validation_data.batch(batch_size)
+    validation = None
+    if validation_data is not None:
+        # Batches counted up front, so Keras knows where an epoch of (filtered) data ends.
+        validation = validation_data.batch(batch_size).apply(
+            tf.data.experimental.assert_cardinality(-(-_count(validation_data) // batch_size))
+        )
     stopped = early_stopping is not None and (
         run.resumed_from_epoch - best["epoch"] >= early_stopping[1] and best["epoch"] > 0
     )
@@ -262,16 +339,17 @@ def train_resumable(
         if stopped:
             break
         epoch_seed = _epoch_seed(seed, epoch)
-        tf.random.set_seed(epoch_seed)
-        model.train_function = None  # Retrace: random kernels restart from epoch_seed.
+        _reseed(model, epoch_seed)
         batches = dataset.shuffle(size, seed=epoch_seed, reshuffle_each_iteration=False)
         batches = batches.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
+        batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
         start = time.perf_counter()
         fitted = model.fit(
             batches,
             initial_epoch=epoch,
             epochs=epoch + 1,
             validation_data=validation,
+            shuffle=False,  # Shuffled above, as a function of (seed, epoch).
             callbacks=list(callbacks)
             + ([_Progress(log, f"{name} epoch {epoch + 1}/{epochs}", steps)] if log else []),
             verbose=0,
@@ -289,14 +367,12 @@ def train_resumable(
             if record[metric] < best["value"]:
                 best = {"value": record[metric], "epoch": epoch + 1}
                 if best_path is not None:
-                    _save_weights_atomically(model, best_path)
+                    _save_weights(model, best_path)
                 else:
                     best["weights"] = model.get_weights()
             stopped = epoch + 1 - best["epoch"] >= patience
-        if manager is not None:
-            atomic_write_json(history_path, run.history)  # Before the checkpoint; see above.
-            checkpoint.epochs_done.assign(epoch + 1)
-            manager.save()
+        if checkpoint_dir is not None:
+            _commit(model, checkpoint_dir, epoch + 1, run.history)
         if log:
             metrics = ", ".join(
                 f"{key} {value:.4f}"
@@ -318,20 +394,20 @@ def train_resumable(
     return run
 
 
+def _commit(model: keras.Model, checkpoint_dir: Path, done: int, history: list) -> None:
+    """Saves epoch `done`: history, then weights, then the index that points at them."""
+    atomic_write_json(checkpoint_dir / "history.json", history)
+    weights = f"epoch-{done:04d}.weights.h5"
+    _save_weights(model, checkpoint_dir / weights)
+    atomic_write_json(
+        checkpoint_dir / _INDEX, {"format": _FORMAT, "epochs_done": done, "weights": weights}
+    )
+    for old in checkpoint_dir.glob("epoch-*.weights.h5"):
+        if old.name != weights:
+            old.unlink()
+
+
 def epochs_done(checkpoint_dir) -> int:
     """Epochs that `train_resumable`'s checkpoint in `checkpoint_dir` holds (0 if none)."""
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
-    if latest is None:
-        return 0
-    return int(tf.train.load_variable(latest, "epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
-
-
-def _save_weights_atomically(model: keras.Model, path: Path) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, *model.get_weights())
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _load_weights(model: keras.Model, path: Path) -> None:
-    with np.load(path) as saved:
-        model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    index = _committed(Path(checkpoint_dir))
+    return 0 if index is None else int(index["epochs_done"])

@@ -1,9 +1,15 @@
-"""Differential privacy for the split target: DP-Adam training (`dp`) and its epsilon
-(`accounting`)."""
+"""Differential privacy: DP-SGD / DP-Adam training of Keras models (`dp`), the Gaussian sum
+query under it (`query`), and its epsilon (`accounting`)."""
 
-from tfleak.privacy.accounting import EPSILON_CONVERSIONS, RDP_ORDERS, compute_epsilon
+from tfleak.privacy.accounting import (
+    EPSILON_CONVERSIONS,
+    RDP_ORDERS,
+    compute_epsilon,
+    gaussian_epsilon,
+)
 from tfleak.privacy.dp import (
     DP_VARIANTS,
+    DPModel,
     build_dp_target,
     compile_dp_target,
     cut_on_device,
@@ -13,12 +19,15 @@ from tfleak.privacy.dp import (
     per_example_gradients,
     save_on_device,
 )
+from tfleak.privacy.query import clip_records, clipped_sum, gaussian_sum
 
 __all__ = [
     "EPSILON_CONVERSIONS",
     "RDP_ORDERS",
     "compute_epsilon",
+    "gaussian_epsilon",
     "DP_VARIANTS",
+    "DPModel",
     "build_dp_target",
     "compile_dp_target",
     "cut_on_device",
@@ -27,4 +36,7 @@ __all__ = [
     "load_on_device",
     "per_example_gradients",
     "save_on_device",
+    "clip_records",
+    "clipped_sum",
+    "gaussian_sum",
 ]

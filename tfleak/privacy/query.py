@@ -14,11 +14,17 @@ records gives DP-SGD's update.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import tensorflow as tf
 
 __all__ = ["clip_records", "clipped_sum", "gaussian_sum"]
+
+
+def _check_clip(l2_norm_clip: float) -> None:
+    if not l2_norm_clip > 0:  # Also refuses NaN.
+        raise ValueError(f"l2_norm_clip must be > 0 (math.inf clips nothing); got {l2_norm_clip}.")
 
 
 def clip_records(records: Sequence[tf.Tensor], l2_norm_clip: float) -> list[tf.Tensor]:
@@ -27,23 +33,34 @@ def clip_records(records: Sequence[tf.Tensor], l2_norm_clip: float) -> list[tf.T
     Args:
       records: one float32 tensor per variable, each `[num_records, *variable.shape]`:
         row `i` of every tensor together is record `i`.
-      l2_norm_clip: C > 0, in gradient units.
+      l2_norm_clip: C > 0, in gradient units; `math.inf` leaves the records as
+        they are.
 
     Returns:
-      The records, each row scaled by `min(1, C / ||record||_2)`.
+      The records, each row scaled by `min(1, C / ||record||_2)` (a zero record
+      stays zero).
+
+    Raises:
+      ValueError: `l2_norm_clip` is not > 0.
     """
+    _check_clip(l2_norm_clip)
     records = [tf.convert_to_tensor(r, tf.float32) for r in records]
+    if math.isinf(l2_norm_clip):
+        return records
     squares = tf.add_n(
         [tf.reduce_sum(tf.reshape(tf.square(r), (tf.shape(r)[0], -1)), axis=1) for r in records]
     )
     norms = tf.sqrt(squares)  # [num_records]
-    # tf.clip_by_global_norm's factor: C / max(norm, C).
-    scale = l2_norm_clip / tf.maximum(norms, l2_norm_clip)
+    # tf.clip_by_global_norm's factor, C * min(1 / norm, 1 / C): 1 for a zero record.
+    scale = l2_norm_clip * tf.minimum(1.0 / norms, 1.0 / l2_norm_clip)
     return [r * tf.reshape(scale, [-1] + [1] * (r.shape.rank - 1)) for r in records]
 
 
 def clipped_sum(records: Sequence[tf.Tensor], l2_norm_clip: float) -> list[tf.Tensor]:
-    """`sum_i clip(g_i, C)`: one tensor per variable, of the variable's shape."""
+    """`sum_i clip(g_i, C)`: one tensor per variable, of the variable's shape.
+
+    Args and Raises: as `clip_records`.
+    """
     return [tf.reduce_sum(r, axis=0) for r in clip_records(records, l2_norm_clip)]
 
 
@@ -57,14 +74,21 @@ def gaussian_sum(
 
     Args:
       records: as `clip_records`.
-      l2_norm_clip: C > 0.
-      stddev: the noise standard deviation, >= 0 (`noise_multiplier * C`).
+      l2_norm_clip: C > 0 (`math.inf`: no clipping).
+      stddev: the noise standard deviation, >= 0 and finite
+        (`noise_multiplier * C`); 0 adds no noise.
       seed: an int for reproducible noise (stateless draws, one stream per
-        variable); None draws from TF's global generator.
+        variable: the same seed gives the same noise on every call); None
+        draws from TF's global generator (a new draw on every run of the op).
 
     Returns:
       One float32 tensor per variable, of the variable's shape.
+
+    Raises:
+      ValueError: `l2_norm_clip` not > 0, or `stddev` negative or not finite.
     """
+    if not 0 <= stddev < math.inf:
+        raise ValueError(f"stddev must be >= 0 and finite; got {stddev}.")
     total = clipped_sum(records, l2_norm_clip)
     if stddev == 0:
         return total

@@ -1,6 +1,7 @@
 """Model inversion on a split (on-device / server) model, and defences of the code.
 
-- `model`: the split target (`TargetModel`), batch- or group-normalized.
+- `model`: the split target (`TargetModel`), batch- or group-normalized, cut
+  after any of its four conv blocks (codes 33x33x32, 13x13x32, 4x4x32, 1x1x32).
 - `attack`: the black-box attacker, a decoder learned from device queries (`AttackModel`).
 - `whitebox`: regularised maximum-likelihood inversion of the saved on-device stage.
 - `defenses`: noise on the code (Gaussian, clipped Laplace) and NoPeek training.
@@ -18,7 +19,9 @@ from tfleak.split.attack import (
 )
 from tfleak.split.defenses import CodeNoise, NoPeekTarget, distance_correlation
 from tfleak.split.model import (
+    BLOCKS,
     CODE_SHAPE,
+    CODE_SHAPES,
     NORMALIZATIONS,
     TargetModel,
     compile_target,
@@ -40,7 +43,9 @@ __all__ = [
     "CodeNoise",
     "NoPeekTarget",
     "distance_correlation",
+    "BLOCKS",
     "CODE_SHAPE",
+    "CODE_SHAPES",
     "NORMALIZATIONS",
     "TargetModel",
     "compile_target",

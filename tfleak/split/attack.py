@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow import keras
 
+from tfleak.data.omniglot import IMAGE_SIZE
 from tfleak.metrics import image_metrics
 from tfleak.split.model import CODE_SHAPE
 
@@ -44,6 +45,7 @@ def surrogate_augmentation(seed: int | None = None) -> keras.Sequential:
     fill = dict(fill_mode="constant", fill_value=1.0, seed=seed)
     return keras.Sequential(
         [
+            keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1)),
             keras.layers.RandomTranslation(0.1, 0.1, **fill),
             keras.layers.RandomRotation(0.05, **fill),
             keras.layers.RandomZoom(0.1, **fill),
@@ -97,6 +99,7 @@ class AttackModel(keras.Model):
             name="decoder",
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.built = True  # The decoder starts from an Input: its variables exist.
 
     @property
     def metrics(self):
@@ -125,7 +128,7 @@ class AttackModel(keras.Model):
             # Mean over the global batch, so summing replicas' gradients is right.
             loss = tf.nn.compute_average_loss(per_example)
         variables = self.decoder.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
         self.loss_tracker.update_state(per_example)
         return {m.name: m.result() for m in self.metrics}
 
@@ -139,8 +142,13 @@ class AttackModel(keras.Model):
 
 
 def compile_attacker(model: AttackModel, learning_rate: float = 1e-3) -> AttackModel:
-    """Compiles the attacker with Adam (its loss, the MSE, is in `train_step`)."""
-    model.compile(optimizer=keras.optimizers.legacy.Adam(learning_rate))
+    """Compiles the attacker with Adam (its loss, the MSE, is in `train_step`).
+
+    The optimizer is built on the decoder's variables alone: the on-device
+    stage the attacker queries is never trained, so it has no Adam moments.
+    """
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.optimizer.build(model.decoder.trainable_variables)
     return model
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 
+import keras
 import tensorflow as tf
-from tensorflow import keras
 
 from tfleak.split.model import TargetModel
 
@@ -145,25 +145,47 @@ class NoPeekTarget(TargetModel):
         self.alpha = float(alpha)
         self.dcor_tracker = keras.metrics.Mean(name="distance_correlation")
 
+    def _update_metrics(self, labels, probabilities, cross_entropy, dcor) -> dict:
+        # As keras-io's custom train_step guide: the compiled "loss" tracker and
+        # metrics, then this model's own tracker, all listed in `self.metrics`.
+        for metric in self.metrics:
+            if metric is self.dcor_tracker:
+                metric.update_state(dcor)
+            elif metric.name == "loss":
+                metric.update_state(cross_entropy, sample_weight=tf.shape(labels)[0])
+            else:
+                metric.update_state(labels, probabilities)
+        return {m.name: m.result() for m in self.metrics}
+
     def train_step(self, data):
+        """One step on `cross_entropy + alpha * dCor(images, codes)`.
+
+        Reports `loss` (the compiled cross-entropy, as `TargetModel` does), the
+        compiled metrics, and `distance_correlation` of the batch.
+        """
         images, labels = data[0], data[1]
         with tf.GradientTape() as tape:
             codes = self.mobile_step(images, training=True)
             probabilities = self.server_step(codes, training=True)
+            cross_entropy = self.compute_loss(
+                x=images, y=labels, y_pred=probabilities, training=True
+            )
             dcor = distance_correlation(images, codes)
-            loss = self.compiled_loss(labels, probabilities) + self.alpha * dcor
+            loss = cross_entropy + self.alpha * dcor
+            # Each replica's loss is a mean over its share and the optimizer sums the
+            # replicas' gradients: divide, for the gradient of the global batch's mean.
+            loss /= tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.compiled_metrics.update_state(labels, probabilities)
-        self.dcor_tracker.update_state(dcor)
-        return {m.name: m.result() for m in self.metrics}
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return self._update_metrics(labels, probabilities, cross_entropy, dcor)
 
     def test_step(self, data):
         """Evaluates as `TargetModel` does and also tracks dCor(images, codes)."""
         images, labels = data[0], data[1]
         codes = self.mobile_step(images, training=False)
         probabilities = self.server_step(codes, training=False)
-        self.compiled_loss(labels, probabilities)
-        self.compiled_metrics.update_state(labels, probabilities)
-        self.dcor_tracker.update_state(distance_correlation(images, codes))
-        return {m.name: m.result() for m in self.metrics}
+        cross_entropy = self.compute_loss(
+            x=images, y=labels, y_pred=probabilities, training=False
+        )
+        dcor = distance_correlation(images, codes)
+        return self._update_metrics(labels, probabilities, cross_entropy, dcor)

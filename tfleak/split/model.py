@@ -1,19 +1,30 @@
 """The split target: an on-device stage that sends a code, a server stage that classifies.
 
-The on-device part turns an image into a small code that is sent to the server,
-which finishes the prediction (PySyft's split-network Omniglot example). Shapes
-below are for Omniglot's 105 x 105 grey images.
+The on-device part turns an image into a code that is sent to the server, which
+finishes the prediction (PySyft's split-network Omniglot example; the split
+learning of Vepakomma et al. 2018). The network is four blocks of conv, ReLU,
+normalization, max pooling (and dropout), then Dense 256 and a softmax; the
+split ("cut") falls after block `cut`, 1 to 4 (4 as published). Shapes for
+Omniglot's 105 x 105 grey images:
+
+    block  conv  pool (size/stride)  output = the code when cut there
+      1    7x7       3/3             105 -> 99 -> 33:  33 x 33 x 32
+      2    7x7       3/2              33 -> 27 -> 13:  13 x 13 x 32
+      3    5x5       2/2              13 ->  9 ->  4:   4 x  4 x 32
+      4    3x3       2/2               4 ->  2 ->  1:   1 x  1 x 32
 """
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
-from tensorflow import keras
 
 from tfleak.data.omniglot import IMAGE_SIZE, NUM_ALPHABETS
 
 __all__ = [
+    "BLOCKS",
     "CODE_SHAPE",
+    "CODE_SHAPES",
     "NORMALIZATIONS",
     "on_device_layers",
     "server_layers",
@@ -21,13 +32,12 @@ __all__ = [
     "compile_target",
 ]
 
-CODE_SHAPE = (1, 1, 32)
-# (filters, kernel, pool size, pool stride) of the four on-device conv blocks:
-# 105 -conv7-> 99 -pool3/3-> 33 -conv7-> 27 -pool3/2-> 13 -conv5-> 9 -pool2/2-> 4
-# -conv3-> 2 -pool2/2-> 1, so the code is 1 x 1 x 32.
+# (filters, kernel, pool size, pool stride) of the four conv blocks (table above).
 _CONV_BLOCKS = ((32, 7, 3, 3), (32, 7, 3, 2), (32, 5, 2, 2), (32, 3, 2, 2))
-# (filters, kernel, stride) of the attacker's transposed convolutions:
-# 1 -> 9 -> 23 -> 51 -> 105 (valid padding: out = (in - 1) * stride + kernel).
+BLOCKS = len(_CONV_BLOCKS)
+# cut (blocks on the device) -> the code's [height, width, channels].
+CODE_SHAPES = {1: (33, 33, 32), 2: (13, 13, 32), 3: (4, 4, 32), 4: (1, 1, 32)}
+CODE_SHAPE = CODE_SHAPES[BLOCKS]  # The published cut, after the last block.
 # Groups of the group-normalization variant: 8 groups of 4 of the 32 channels.
 GROUPS = 8
 
@@ -47,46 +57,77 @@ def _group_norm(name):
 NORMALIZATIONS = {"batch": _batch_norm, "group": _group_norm}
 
 
+def _check_cut(cut: int) -> None:
+    if cut not in CODE_SHAPES:
+        raise ValueError(
+            f"cut must be one of {', '.join(map(str, CODE_SHAPES))} (blocks on the device); "
+            f"got {cut!r}."
+        )
+
+
+def _blocks(first: int, last: int, dropout_rate: float, norm: str, output_name: str | None):
+    """Conv blocks `first..last` (1-based); the last layer of block `last` is `output_name`."""
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMALIZATIONS)}.")
+    layers = []
+    for index in range(first, last + 1):
+        filters, kernel, pool, stride = _CONV_BLOCKS[index - 1]
+        final = output_name if index == last else None
+        layers += [
+            keras.layers.Conv2D(filters, kernel, activation="relu", name=f"conv{index}"),
+            NORMALIZATIONS[norm](f"{norm}_norm{index}"),
+            keras.layers.MaxPooling2D(
+                pool, strides=stride, name=final if final and dropout_rate == 0 else f"pool{index}"
+            ),
+        ]
+        if dropout_rate > 0:
+            layers.append(keras.layers.Dropout(dropout_rate, name=final or f"dropout{index}"))
+    return layers
+
+
 def on_device_layers(
-    dropout_rate: float = 0.2, output_name: str = "mobile_output", norm: str = "batch"
+    dropout_rate: float = 0.2,
+    output_name: str = "mobile_output",
+    norm: str = "batch",
+    cut: int = BLOCKS,
 ) -> list[keras.layers.Layer]:
-    """The on-device stage: four blocks of conv, ReLU, normalization, max pooling, dropout.
+    """The on-device stage: blocks 1..`cut` of conv, ReLU, normalization, max pooling, dropout.
 
     Args:
       dropout_rate: fraction of activations dropped after each block while
         training, in [0, 1); 0 leaves the dropout layers out (the DP target).
       output_name: name of the stage's last layer, whose output is the code.
       norm: 'batch' (as published) or 'group'; see `NORMALIZATIONS`.
+      cut: blocks on the device, 1 to 4 (4 as published).
 
     Returns:
       Layers mapping float32 `[batch, 105, 105, 1]` images in [0, 1] to codes
-      float32 `[batch, 1, 1, 32]`.
+      float32 `[batch, *CODE_SHAPES[cut]]` (`[batch, 1, 1, 32]` for cut 4).
+
+    Raises:
+      ValueError: an unknown norm or cut.
     """
-    if norm not in NORMALIZATIONS:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMALIZATIONS)}.")
-    layers = []
-    for index, (filters, kernel, pool, stride) in enumerate(_CONV_BLOCKS, start=1):
-        last = index == len(_CONV_BLOCKS)
-        pool_name = output_name if last and dropout_rate == 0 else f"pool{index}"
-        layers += [
-            keras.layers.Conv2D(filters, kernel, activation="relu", name=f"conv{index}"),
-            NORMALIZATIONS[norm](f"{norm}_norm{index}"),
-            keras.layers.MaxPooling2D(pool, strides=stride, name=pool_name),
-        ]
-        if dropout_rate > 0:
-            dropout_name = output_name if last else f"dropout{index}"
-            layers.append(keras.layers.Dropout(dropout_rate, name=dropout_name))
-    return layers
+    _check_cut(cut)
+    return _blocks(1, cut, dropout_rate, norm, output_name)
 
 
 def server_layers(
-    num_classes: int = NUM_ALPHABETS, dropout_rate: float = 0.2
+    num_classes: int = NUM_ALPHABETS,
+    dropout_rate: float = 0.2,
+    norm: str = "batch",
+    cut: int = BLOCKS,
 ) -> list[keras.layers.Layer]:
-    """The server stage: Dense 256 ReLU, flatten, dropout, softmax over the classes.
+    """The server stage: blocks `cut`+1..4, then Dense 256 ReLU, flatten, dropout, softmax.
 
-    Maps codes `[batch, 1, 1, 32]` to class probabilities `[batch, num_classes]`.
+    Maps codes `[batch, *CODE_SHAPES[cut]]` to class probabilities
+    `[batch, num_classes]`; for the published cut (4) it is the dense head alone.
+
+    Raises:
+      ValueError: an unknown norm or cut.
     """
-    layers = [
+    _check_cut(cut)
+    layers = _blocks(cut + 1, BLOCKS, dropout_rate, norm, None)
+    layers += [
         keras.layers.Dense(256, activation="relu", name="server_dense"),
         keras.layers.Flatten(name="server_flatten"),
     ]
@@ -103,6 +144,7 @@ class TargetModel(keras.Model):
       >>> model = TargetModel()
       >>> code = model.mobile_step(images)          # [batch, 1, 1, 32], sent to the server
       >>> probabilities = model.server_step(code)   # [batch, 50]
+      >>> TargetModel(cut=1).mobile_step(images).shape   # [batch, 33, 33, 32]
     """
 
     def __init__(
@@ -110,15 +152,22 @@ class TargetModel(keras.Model):
         num_classes: int = NUM_ALPHABETS,
         dropout_rate: float = 0.2,
         norm: str = "batch",
+        cut: int = BLOCKS,
         **kwargs,
     ):
         """Builds both stages.
 
         Args:
           num_classes: number of classes (Omniglot alphabets: 50).
-          dropout_rate: dropout after every on-device block and in the server
+          dropout_rate: dropout after every conv block and in the server
             stage, in [0, 1).
-          norm: the on-device normalization, 'batch' (as published) or 'group'.
+          norm: the normalization of the conv blocks, 'batch' (as published)
+            or 'group'.
+          cut: conv blocks on the device, 1 to 4 (4 as published); the code
+            has shape `CODE_SHAPES[cut]`.
+
+        Raises:
+          ValueError: a value out of range, or an unknown norm or cut.
         """
         kwargs.setdefault("name", "target")
         super().__init__(**kwargs)
@@ -127,20 +176,32 @@ class TargetModel(keras.Model):
                 f"need num_classes >= 2 and dropout_rate in [0, 1); got {num_classes}, "
                 f"{dropout_rate}."
             )
+        self.cut = cut
         self.on_device_model = keras.Sequential(
-            on_device_layers(dropout_rate, norm=norm), name="on_device"
+            [keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1))]
+            + on_device_layers(dropout_rate, norm=norm, cut=cut),
+            name="on_device",
         )
         self.server_model = keras.Sequential(
-            server_layers(num_classes, dropout_rate), name="server"
+            [keras.Input(CODE_SHAPES[cut])] + server_layers(num_classes, dropout_rate, norm, cut),
+            name="server",
         )
-        self.build((None, IMAGE_SIZE, IMAGE_SIZE, 1))
+        # Both stages start from an Input, so every variable exists now. Marking the
+        # model built (instead of tracing `build`) leaves it open to a subclass's own
+        # trackers, such as `NoPeekTarget`'s.
+        self.built = True
+
+    @property
+    def code_shape(self) -> tuple[int, int, int]:
+        """`[height, width, channels]` of the code the device sends."""
+        return CODE_SHAPES[self.cut]
 
     def mobile_step(self, images, training: bool = False) -> tf.Tensor:
-        """Images float32 `[batch, 105, 105, 1]` in [0, 1] -> codes `[batch, 1, 1, 32]`."""
+        """Images float32 `[batch, 105, 105, 1]` in [0, 1] -> codes `[batch, *code_shape]`."""
         return self.on_device_model(images, training=training)
 
     def server_step(self, codes, training: bool = False) -> tf.Tensor:
-        """Codes `[batch, 1, 1, 32]` -> class probabilities `[batch, num_classes]`."""
+        """Codes `[batch, *code_shape]` -> class probabilities `[batch, num_classes]`."""
         return self.server_model(codes, training=training)
 
     def call(self, images, training: bool = False) -> tf.Tensor:
@@ -150,7 +211,7 @@ class TargetModel(keras.Model):
 def compile_target(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
     """Compiles a target with Adam and sparse categorical cross-entropy (probabilities)."""
     model.compile(
-        optimizer=keras.optimizers.legacy.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )

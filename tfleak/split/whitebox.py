@@ -5,13 +5,18 @@ load, so it can invert a code `c` directly: regularised maximum likelihood of
 He, Zhang, Lee, "Model inversion attacks against collaborative inference"
 (ACSAC 2019, Section 4.1, Eq. 3),
 
-    x* = argmin_{x in [0, 1]^d}  ||f(x) - c||^2 / dim(c)  +  lambda * TV(x),
+    x* = argmin_{x in [0, 1]^d}  ||f(x) - c||^2 / dim(c)  +  lambda * TV(x)
+                                 (+ mu * mean((x - x0)^2), an optional data prior),
 
-with `f` the on-device stage in inference mode and TV the (anisotropic) total
-variation, the mean absolute difference of neighbouring pixels. The batch is
-optimised at once with Adam (its loss is the sum of the examples' losses, so
-each example's optimisation is independent of the others), projecting onto
-the box [0, 1] after every step, in one `tf.function`.
+with `f` the on-device stage in inference mode, TV the anisotropic total
+variation of `tfleak.priors.total_variation` (mean absolute difference of
+horizontal plus vertical neighbours, per image) and `x0` the start image. The
+batch is one `keras.Variable` `[batch, height, width, channels]` optimised at
+once with `keras.optimizers.Adam` (its loss is the sum of the examples'
+losses, so each example's optimisation is independent of the others),
+projected onto the box [0, 1] after every step, in one `tf.function`. The code
+may have any shape (`[batch, 1, 1, 32]` for the published cut, `[batch, 33,
+33, 32]` after the first block); it is compared flattened.
 """
 
 from __future__ import annotations
@@ -19,17 +24,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from tfleak.priors import total_variation as _prior_total_variation
+
 __all__ = ["WhiteBoxInversion", "WhiteBoxResult", "total_variation"]
+
+# Adam's constants; epsilon as the attack has always used (Keras' default is 1e-7).
+_BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-8
 
 
 def total_variation(images: tf.Tensor) -> tf.Tensor:
-    """Mean absolute difference of vertical and horizontal neighbours, per image `[batch]`."""
-    vertical = tf.reduce_mean(tf.abs(images[:, 1:] - images[:, :-1]), axis=[1, 2, 3])
-    horizontal = tf.reduce_mean(tf.abs(images[:, :, 1:] - images[:, :, :-1]), axis=[1, 2, 3])
-    return vertical + horizontal
+    """Anisotropic total variation per image, `[batch]` float32 >= 0.
+
+    `tfleak.priors.total_variation` with every image its own start:
+    `mean |x[i, j+1] - x[i, j]| + mean |x[i+1, j] - x[i, j]|` over the pixel
+    pairs and channels of each image `[batch, height, width, channels]`.
+    """
+    return _prior_total_variation(images[:, None])
 
 
 @dataclass
@@ -63,7 +77,7 @@ class WhiteBoxInversion:
 
     Example:
       >>> attack = WhiteBoxInversion(on_device, init=mean_surrogate_image)
-      >>> result = attack(intercepted_codes)          # [batch, 1, 1, 32]
+      >>> result = attack(intercepted_codes)          # e.g. [batch, 1, 1, 32]
       >>> result.reconstructions.shape                # [batch, 105, 105, 1]
     """
 
@@ -119,7 +133,6 @@ class WhiteBoxInversion:
         self.steps, self.learning_rate, self.tv_weight = int(steps), learning_rate, tv_weight
         self.prior_weight = prior_weight
         self.init = init.astype(np.float32)
-        self._run = tf.function(self._optimise)
 
     @property
     def hyperparameters(self) -> dict:
@@ -141,32 +154,39 @@ class WhiteBoxInversion:
         code_loss = tf.reduce_mean(tf.square(predicted - codes), axis=1)
         return code_loss, total_variation(images)
 
-    def _optimise(self, codes, images):
-        start = images
-        beta1, beta2, epsilon = 0.9, 0.999, 1e-8
-        first = tf.zeros_like(images)
-        second = tf.zeros_like(images)
-        for step in tf.range(1, self.steps + 1):
-            with tf.GradientTape() as tape:
-                tape.watch(images)
-                code_loss, tv = self._losses(images, codes)
-                prior = tf.reduce_mean(tf.square(images - start), axis=[1, 2, 3])
-                loss = tf.reduce_sum(code_loss + self.tv_weight * tv + self.prior_weight * prior)
-            gradient = tape.gradient(loss, images)
-            first = beta1 * first + (1 - beta1) * gradient
-            second = beta2 * second + (1 - beta2) * tf.square(gradient)
-            t = tf.cast(step, tf.float32)
-            corrected = (first / (1 - beta1**t)) / (tf.sqrt(second / (1 - beta2**t)) + epsilon)
-            images = tf.clip_by_value(images - self.learning_rate * corrected, 0.0, 1.0)
-        code_loss, tv = self._losses(images, codes)
-        return images, code_loss, tv
+    def _invert(self, codes: np.ndarray, start: np.ndarray):
+        """`steps` Adam steps from `start` `[n, h, w, c]` towards `codes` `[n, dim]`."""
+        images = keras.Variable(start, trainable=True, name="inverted_images")
+        optimizer = keras.optimizers.Adam(
+            self.learning_rate, beta_1=_BETA_1, beta_2=_BETA_2, epsilon=_EPSILON
+        )
+        optimizer.build([images])
+        codes, start = tf.constant(codes), tf.constant(start)
+
+        @tf.function
+        def optimise():
+            for _ in tf.range(self.steps):
+                with tf.GradientTape() as tape:
+                    x = tf.convert_to_tensor(images)
+                    code_loss, tv = self._losses(x, codes)
+                    prior = tf.reduce_mean(tf.square(x - start), axis=[1, 2, 3])
+                    loss = tf.reduce_sum(
+                        code_loss + self.tv_weight * tv + self.prior_weight * prior
+                    )
+                optimizer.apply([tape.gradient(loss, images)], [images])
+                images.assign(tf.clip_by_value(images, 0.0, 1.0))
+            x = tf.convert_to_tensor(images)
+            code_loss, tv = self._losses(x, codes)
+            return x, code_loss, tv
+
+        return [value.numpy() for value in optimise()]
 
     def __call__(self, codes, init_images=None, batch_size: int = 64) -> WhiteBoxResult:
         """Inverts codes.
 
         Args:
-          codes: float32 `[batch, 1, 1, 32]` (or `[batch, 32]`), as the
-            device sent them.
+          codes: float32 `[batch, ...]` as the device sent them (`[batch, 1,
+            1, 32]` for the published cut), or flattened `[batch, dim]`.
           init_images: optional float32 `[batch, 105, 105, 1]` in [0, 1], one
             start (and prior centre) per code; default: `init` for all.
           batch_size: images optimised together.
@@ -189,9 +209,8 @@ class WhiteBoxInversion:
             raise ValueError("init_images must lie in [0, 1].")
         outputs = [], [], []
         for start in range(0, len(codes), batch_size):
-            chunk = tf.constant(codes[start : start + batch_size])
-            images = tf.constant(init_images[start : start + batch_size])
-            for output, value in zip(outputs, self._run(chunk, images)):
-                output.append(value.numpy())
+            chunk = slice(start, start + batch_size)
+            for output, value in zip(outputs, self._invert(codes[chunk], init_images[chunk])):
+                output.append(value)
         reconstructions, code_loss, tv = (np.concatenate(o) for o in outputs)
         return WhiteBoxResult(reconstructions, code_loss, tv, self.hyperparameters)
