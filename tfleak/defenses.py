@@ -11,8 +11,9 @@ identity limit:
   gradient clipped to L2 norm `l2_norm_clip`, the sum noised with
   `N(0, (noise_multiplier * l2_norm_clip)^2)` (`tfleak.privacy.query`, with
   tensorflow-privacy's `GaussianSumQuery` semantics), divided by the batch
-  size. With a clip above every example's gradient norm and `noise_multiplier=0` it is the gradient of the
-  mean loss. First in a chain; with FedAvg every local step is a DP-SGD step.
+  size. With a clip above every example's gradient norm and
+  `noise_multiplier=0` it is the gradient of the mean loss. First in a chain;
+  with FedAvg every local step is a DP-SGD step.
 - `Prune(fraction)`: in every variable's tensor, the `fraction` of entries of
   smallest magnitude set to zero (DLG sec. 5.2, gradient pruning). 0 is the
   identity.
@@ -43,11 +44,10 @@ import dataclasses
 import math
 from typing import Optional, Sequence, Union
 
-import dp_accounting
 import tensorflow as tf
 
 from tfleak.federated import FedAvg, FedSGD
-from tfleak.privacy.accounting import RDP_ORDERS
+from tfleak.privacy.accounting import gaussian_epsilon
 from tfleak.privacy.query import clipped_sum, gaussian_sum
 
 __all__ = [
@@ -349,11 +349,7 @@ class DPSGD(Defense):
 
         Infinite for `noise_multiplier=0`.
         """
-        if self.noise_multiplier == 0:
-            return math.inf
-        accountant = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS))
-        accountant.compose(dp_accounting.GaussianDpEvent(self.noise_multiplier), int(steps))
-        return float(accountant.get_epsilon(delta))
+        return gaussian_epsilon(self.noise_multiplier, int(steps), delta)
 
     @property
     def spec(self) -> str:
