@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from tfleak.models import convnet as _convnet
@@ -39,6 +40,7 @@ __all__ = [
     "resnet32",
     "VICTIMS",
     "get_victim",
+    "trained_victim",
 ]
 
 # name -> builder(input_shape, num_classes, seed=...) -> keras.Model
@@ -71,3 +73,31 @@ def get_victim(
     if name not in VICTIMS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(VICTIMS))}.")
     return as_victim(VICTIMS[name](input_shape, num_classes, **kwargs), batch_norm=batch_norm)
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def trained_victim(name: str = "resnet20", batch_norm: str = "train") -> Victim:
+    """A victim trained on CIFAR-10 (JPEG), from the weights shipped with tfleak.
+
+    The weights were written by `benchmarks/train_victim.py` (its command and
+    the measured test accuracy are in `tfleak/models/weights/<name>_cifar10.json`).
+
+    Args:
+      name: a key of `VICTIMS` with shipped weights (e.g. 'resnet20').
+      batch_norm: 'train' or 'eval' (see `as_victim`).
+
+    Raises:
+      FileNotFoundError: no shipped weights for `name` (the message gives the
+        command that trains them).
+    """
+    path = WEIGHTS_DIR / f"{name}_cifar10.weights.h5"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained weights for {name!r} at {path}; train them with `python "
+            f"benchmarks/train_victim.py --model={name} --data_dir=<folder with cifar10/>`."
+        )
+    model = VICTIMS[name]((32, 32, 3), 10)
+    model.load_weights(str(path))
+    return as_victim(model, batch_norm=batch_norm)

@@ -198,6 +198,8 @@ def train_victim(
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        # XLA made a ResNet-20 step 1.5x slower on a CPU (0.68 against 0.45 s at batch 128).
+        jit_compile=False,
     )
     first_epoch = 0
     if checkpoint_path.is_file():
