@@ -21,7 +21,14 @@ from pathlib import Path
 
 import keras
 
-__all__ = ["RANDOM_LAYERS", "check_attackable", "load_model", "require_classifier"]
+__all__ = [
+    "RANDOM_LAYERS",
+    "all_layers",
+    "is_graph_model",
+    "check_attackable",
+    "load_model",
+    "require_classifier",
+]
 
 # Layers that draw random numbers or keep state while training: at inference
 # (which is how a functional victim runs them) they are the identity, but a
@@ -44,13 +51,23 @@ RANDOM_LAYERS = (
 _DROPOUT_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise")
 
 
-def _layers(model) -> list:
+def all_layers(model, include_models: bool = False) -> list:
+    """The model's layers in order, nested models flattened (and listed too if asked)."""
     layers = []
     for layer in getattr(model, "layers", []):
-        layers.append(layer)
         if isinstance(layer, keras.Model):
-            layers += _layers(layer)
+            layers += [layer] * include_models + all_layers(layer, include_models)
+        else:
+            layers.append(layer)
     return layers
+
+
+def is_graph_model(model) -> bool:
+    """True for a functional or Sequential model with known inputs (one that can be cloned)."""
+    try:
+        return bool(model.inputs) and bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
 
 
 def check_attackable(model, batch_norm: str = "train") -> None:
@@ -73,8 +90,8 @@ def check_attackable(model, batch_norm: str = "train") -> None:
             f"as_victim needs a keras.Model (or a path to a .keras file); got "
             f"{type(model).__name__}."
         )
-    subclassed = not _has_graph(model)
-    for layer in _layers(model):
+    subclassed = not is_graph_model(model)
+    for layer in all_layers(model, include_models=True):
         kind = type(layer).__name__
         if kind in RANDOM_LAYERS:
             raise ValueError(
@@ -96,13 +113,6 @@ def check_attackable(model, batch_norm: str = "train") -> None:
             )
 
 
-def _has_graph(model) -> bool:
-    try:
-        return bool(model.inputs) and bool(model.outputs)
-    except (AttributeError, ValueError):
-        return False
-
-
 def require_classifier(model) -> None:
     """Raises ValueError if `model` does not end in a Dense classifier (softmax aside).
 
@@ -110,7 +120,7 @@ def require_classifier(model) -> None:
     """
     layers = [
         layer
-        for layer in _layers(model)
+        for layer in all_layers(model)
         if not isinstance(layer, (keras.Model, keras.layers.Softmax, keras.layers.Activation))
     ]
     if not layers or not isinstance(layers[-1], keras.layers.Dense):

@@ -42,6 +42,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfleak.models.checks import all_layers, is_graph_model
+
 __all__ = [
     "BATCH_NORM_MODES",
     "AttackBatchNorm",
@@ -133,25 +135,6 @@ def _is_softmax(layer) -> bool:
     return activation is not None and getattr(activation, "__name__", "") == "softmax"
 
 
-def _all_layers(model) -> list:
-    """The model's layers, nested models flattened, in order."""
-    layers = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, keras.Model):
-            layers += _all_layers(layer)
-        else:
-            layers.append(layer)
-    return layers
-
-
-def _is_graph_model(model) -> bool:
-    """True for a functional or Sequential model with known inputs (one that can be cloned)."""
-    try:
-        return bool(model.inputs) and bool(model.outputs)
-    except (AttributeError, ValueError):
-        return False
-
-
 def _accepts_training(model) -> bool:
     parameters = inspect.signature(model.call).parameters
     return "training" in parameters or any(
@@ -199,7 +182,7 @@ class Victim(keras.Model):
         self.batch_norm = batch_norm
         self.outputs_probabilities = bool(outputs_probabilities)
         self.user_gradient = user_gradient
-        self.graph = _is_graph_model(network)
+        self.graph = is_graph_model(network)
         self.built = True
 
     def __repr__(self) -> str:
@@ -220,12 +203,12 @@ class Victim(keras.Model):
     def batch_norm_layers(self) -> list:
         if not self.graph:
             return []
-        return [layer for layer in _all_layers(self.network) if isinstance(layer, AttackBatchNorm)]
+        return [layer for layer in all_layers(self.network) if isinstance(layer, AttackBatchNorm)]
 
     @functools.cached_property
     def classifier(self):
         dense = [
-            layer for layer in _all_layers(self.network) if isinstance(layer, keras.layers.Dense)
+            layer for layer in all_layers(self.network) if isinstance(layer, keras.layers.Dense)
         ]
         return dense[-1] if dense else None
 
@@ -528,7 +511,7 @@ def as_victim(
             f"unknown batch_norm {batch_norm!r}; choose one of {', '.join(BATCH_NORM_MODES)}."
         )
     check_attackable(model, batch_norm)
-    if _is_graph_model(model):
+    if is_graph_model(model):
         victim = _functional_victim(model, num_classes, preprocess, batch_norm)
     else:
         victim = _subclassed_victim(model, num_classes, preprocess, batch_norm, input_shape)
@@ -638,7 +621,7 @@ def _check_twice_differentiable(victim: Victim) -> None:
 
 def _first_layer_failing(model) -> Optional[keras.layers.Layer]:
     """The first layer whose output is not twice differentiable in its input, if any."""
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         try:
             inputs = layer.input if isinstance(layer.input, list) else [layer.input]
             shapes = [tuple(i.shape) for i in inputs]
