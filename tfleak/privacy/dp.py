@@ -31,8 +31,9 @@ accounting of `tfleak.privacy.accounting` holds.
 In both, a training-mode forward pass over the whole batch updates the
 moving statistics of batch norm exactly as Keras does on the full batch, and
 gives the reported loss and metrics; 'full_batch' uses the pass that gives
-the gradients, 'per_example' one extra pass. Those statistics are computed
-from the private batch without noise. Group normalization (`norm='group'`)
+the gradients, 'per_example' one extra pass (the per-microbatch passes leave
+them alone, unlike tensorflow-privacy's `DPSequential`). Those statistics are
+computed from the private batch without noise. Group normalization (`norm='group'`)
 has no batch statistics: both variants then clip true per-example gradients.
 """
 
