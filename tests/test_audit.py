@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfleak
+from tfleak.audit import ATTACKS, DEFAULT_ATTACKS
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def test_audit_of_a_user_model_on_an_image_folder_writes_its_report(image_folder
         model,
         image_folder,
         defenses=[None, "prune:0.5"],
+        attacks=["inverting_gradients"],
         batches=1,
         iterations=100,
         output_dir=tmp_path,
@@ -68,11 +70,80 @@ def test_audit_of_a_user_model_on_an_image_folder_writes_its_report(image_folder
 def test_audit_takes_a_dataset_and_skips_what_the_budget_does_not_allow():
     images = tf.random.stateless_uniform((2, 32, 32, 3), seed=[0, 1])
     dataset = tf.data.Dataset.from_tensor_slices((images, tf.constant([0, 1])))
-    report = tfleak.audit(
-        _user_model(), dataset, attacks=["idlg", "dlg"], iterations=5, time_budget_s=0, verbose=0
-    )
-    assert [s.skipped for s in report.settings] == ["time budget of 0 s spent"] * 2
+    report = tfleak.audit(_user_model(), dataset, iterations=5, time_budget_s=0, verbose=0)
+    # By default every attack, cheapest first; closed-form recovery cannot determine the
+    # image through a 4x4 stride-4 convolution (512 units + 384 kernel weights < 3072 values).
+    assert [s.attack for s in report.settings] == list(DEFAULT_ATTACKS)
+    analytic, *others = report.settings
+    assert analytic.skipped.startswith("does not apply:") and "fewer equations" in analytic.skipped
+    assert [s.skipped for s in others] == ["time budget of 0 s spent"] * 2
     assert "skipped: time budget" in report.to_markdown()
+
+
+def _tiny_cnn():
+    # Where L-BFGS's line search gives up before the tolerance (it crashed attack_many).
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def _tiny_mlp(shape=(8, 8, 1), classes=3):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input(shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(classes),
+        ]
+    )
+
+
+def _two_images(shape=(8, 8, 1)):
+    images = tf.random.stateless_uniform((2, *shape), seed=[0, 1])
+    return tf.data.Dataset.from_tensor_slices((images, tf.constant([0, 1])))
+
+
+def test_idlg_audit_survives_a_line_search_that_gives_up():
+    report = tfleak.audit(_tiny_cnn(), _two_images(), attacks=["idlg"], iterations=50, verbose=0)
+    (setting,) = report.settings
+    assert not setting.skipped and setting.images == 2 and setting.label_accuracy == 1.0
+    assert setting.psnr is not None
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_every_attack_the_audit_accepts_runs(attack):
+    report = tfleak.audit(_tiny_mlp(), _two_images(), attacks=[attack], iterations=5, verbose=0)
+    (setting,) = report.settings
+    assert setting.attack == attack and not setting.skipped
+    assert setting.images == 2 and len(setting.psnr_per_image) == 2
+    assert report.worst_cases[0].attacks == [attack]
+
+
+def test_default_audit_reports_an_mlps_exact_leak_first(mnist, tmp_path):
+    images, labels = mnist.images[:2], mnist.labels[:2]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    report = tfleak.audit(
+        _tiny_mlp((28, 28, 1), classes=10), dataset, iterations=5, output_dir=tmp_path, verbose=0
+    )
+    analytic, idlg, inverting = report.settings
+    assert analytic.attack == "analytic" and analytic.exact_per_image == [True, True]
+    assert analytic.psnr_per_image == [100.0, 100.0]
+    # Nothing is left to find once every image leaked exactly.
+    assert idlg.skipped == inverting.skipped == "every image already recovered exactly by analytic"
+    worst = report.worst_case()
+    assert worst.exact == 1.0 and worst.attack_per_image == ["analytic", "analytic"]
+    markdown = report.to_markdown()
+    assert markdown.index("Worst case") < markdown.index("## Every attack")
+    assert "2 of 2 images recovered exactly" in markdown
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["worst_cases"][0]["found_by"] == "analytic (2)"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """tfleak: how much private data leaks from what a Keras model shares.
 
-Gradient leakage (DLG, iDLG, Inverting Gradients, GradInversion) on any Keras classifier
-wrapped by `as_victim`, from one gradient (FedSGD) or local steps (FedAvg),
+Gradient leakage (closed-form recovery, DLG, iDLG, Inverting Gradients, GradInversion) on
+any Keras classifier wrapped by `as_victim`, from one gradient (FedSGD) or local steps (FedAvg),
 through defences of the shared update (`tfleak.defenses`); model inversion on
 a split (on-device / server) model, and what differential privacy buys back.
 The public API, one name per line:
@@ -25,6 +25,7 @@ from tfleak import plotting
 from tfleak import priors
 from tfleak import privacy
 from tfleak import split
+from tfleak.attacks import AnalyticRecovery
 from tfleak.attacks import DLG
 from tfleak.attacks import GradientInversion
 from tfleak.attacks import IDLG
@@ -63,6 +64,7 @@ __all__ = [
     "priors",
     "privacy",
     "split",
+    "AnalyticRecovery",
     "DLG",
     "GradientInversion",
     "IDLG",

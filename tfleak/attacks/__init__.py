@@ -1,5 +1,7 @@
-"""Gradient inversion attacks on one engine: DLG, iDLG, Inverting Gradients, GradInversion."""
+"""Gradient inversion attacks: DLG, iDLG, Inverting Gradients, GradInversion on one engine,
+and closed-form recovery from a Dense layer (`AnalyticRecovery`)."""
 
+from tfleak.attacks.analytic import AnalyticRecovery
 from tfleak.attacks.base import BN_TARGETS, OPTIMIZERS, GradientInversion
 from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
 from tfleak.attacks.dlg import DLG, IDLG
@@ -11,6 +13,7 @@ from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching, get_
 from tfleak.attacks.result import AttackResult, Snapshot
 
 __all__ = [
+    "AnalyticRecovery",
     "GradientInversion",
     "DLG",
     "IDLG",

@@ -510,12 +510,7 @@ class GradientInversion:
                 if stop:
                     break
                 if bool(tf.reduce_all(results.converged | results.failed)):
-                    best = float(np.nanmin(np.where(np.isfinite(distances), distances, np.nan)))
-                    monitor.ending = (
-                        f"line search could not improve any start at relative distance "
-                        f"{best / monitor.zero_distance:.3g} after {done} iterations "
-                        "(float32 precision, if small)"
-                    )
+                    monitor.end_line_search(done, distances)
                     break
             # `values` and `distances` are those of the last chunk: the loop
             # runs at least once and `results` has not moved since.

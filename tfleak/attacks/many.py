@@ -89,6 +89,14 @@ class _ManyMonitor:
             return True
         return False
 
+    def end_line_search(self, iteration: int, distances) -> None:
+        """L-BFGS's line search could not improve any row: each attack still watched
+        records it over its own rows (relative to its own zero distance)."""
+        for a, monitor in enumerate(self.monitors):
+            if self.active[a]:
+                monitor.end_line_search(iteration, distances[self.rows(a)])
+        self.ending = f"line search could not improve any start after {iteration} iterations"
+
     def close(self) -> None:
         if self._progress is not None and self.iterations < self._budget:
             self._progress.update(self._budget, finalize=True)

@@ -157,6 +157,21 @@ class RoundMonitor:
             return True
         return False
 
+    def end_line_search(self, iteration: int, distances) -> None:
+        """Records that L-BFGS's line search could not improve any start.
+
+        Args:
+          iteration: iterations done in this round.
+          distances: `[starts]` gradient distances of this round's starts.
+        """
+        distances = np.asarray(distances, np.float64)
+        finite = distances[np.isfinite(distances)]
+        relative = float(np.min(finite)) / self.zero_distance if finite.size else float("inf")
+        self.ending = (
+            f"line search could not improve any start at relative distance {relative:.3g} "
+            f"after {iteration} iterations (float32 precision, if small)"
+        )
+
     def close(self) -> None:
         """Completes the progress bar of a round that ended early."""
         if self._progress is not None and self.iterations < self._budget:
