@@ -33,7 +33,7 @@ from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_sch
 from tfleak.attacks.lbfgs import BatchedLBFGS, ReplicatedLBFGS
 from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching
 from tfleak.attacks.result import AttackResult
-from tfleak.attacks.trials import RoundMonitor, RoundOutcome, RoundRows, StopRule
+from tfleak.attacks.trials import AttacksMonitor, RoundOutcome, RoundRows, StopRule
 from tfleak.federated import FedSGD
 from tfleak.labels import LABEL_STRATEGIES
 from tfleak.priors import PRIORS
@@ -247,73 +247,218 @@ class GradientInversion:
             not finite; labels, batch size, statistics or ground truth that do
             not fit the attack or the victim.
         """
+        return self._run(
+            victim,
+            [observed_gradient],
+            batch_size,
+            None if labels is None else [labels],
+            None if ground_truth is None else [ground_truth],
+            batch_statistics=batch_statistics,
+            verbose=verbose,
+            on_snapshot=on_snapshot,
+        )[0]
+
+    def attack_many(
+        self,
+        victim,
+        observed_gradients: Sequence[Sequence],
+        batch_size: Optional[int] = None,
+        labels: Optional[Sequence[Sequence[int]]] = None,
+        ground_truths: Optional[Sequence[tuple]] = None,
+        strategy: Optional[tf.distribute.Strategy] = None,
+        verbose: int = 1,
+    ) -> list[AttackResult]:
+        """Runs this attack on every observation at once: `self(victim, g)` for each `g`, batched.
+
+        Attack `a`'s `starts_per_round` starts are rows `[a G, (a + 1) G)` of one
+        dummy tensor, each row matching its own attack's observation
+        (`GradientMatching(stacked=True)`), so one traced graph evaluates every
+        attack per step and the solver's per-step overhead is paid once for all
+        of them. Each attack keeps its own stop rule, restarts and best start;
+        its starts are drawn from the seeds it would use alone, so the results
+        are those of one attack at a time, up to float rounding (Langevin noise
+        is drawn for all rows at once, so it differs). With a
+        `tf.distribute.Strategy` of several replicas the rows are split evenly
+        across the replicas (`ReplicatedLBFGS`, L-BFGS only): each replica
+        optimises its own attacks' dummy data, held in tensors and never in a
+        mirrored variable, so nothing is all-reduced across independent attacks.
+
+        Args:
+          victim: the `tfleak.models.Victim` (or Keras model) all observations
+            came from, with the same weights.
+          observed_gradients: A >= 1 shared updates, each a list of float32
+            tensors matching `victim.trainable_variables`, all of one batch size.
+          batch_size: examples behind each update (default: from `labels`, else
+            `ground_truths`, else 1).
+          labels: per attack, `[batch]` int true labels (`label_strategy='known'`).
+          ground_truths: per attack, `(images [batch, h, w, c], labels [batch])`
+            to fill each result's `metrics`; never used by the attack.
+          strategy: a `tf.distribute.Strategy` (`tfleak.distribute.get_strategy`).
+            The attack list is padded to a multiple of the replica count with
+            copies of the last attack, whose results are dropped.
+          verbose: 0 silent, 1 one progress bar per round for all attacks.
+
+        Returns:
+          A list of A `AttackResult`s, in the order of `observed_gradients`;
+          `seconds` is the whole run's time divided by A.
+
+        Raises:
+          ValueError: no observations; one that does not fit the victim or is all
+            zeros or not finite; labels or ground truths of another count; the
+            'group' prior (its consensus would mix attacks); `bn_target='shared'`;
+            a multi-replica strategy with a first-order optimizer (its dummy data
+            is a Keras variable, which a strategy would mirror and all-reduce).
+        """
+        if "group" in self.priors:
+            raise ValueError(
+                "the 'group' prior averages the starts of one attack; attack_many would mix "
+                "independent attacks. Run group-consistent attacks one at a time."
+            )
+        if "bn" in self.priors and self.bn_target == "shared":
+            raise ValueError(
+                "bn_target='shared' needs each client's batch statistics; attack_many takes "
+                "none. Use bn_target='moving' or run the attacks one at a time."
+            )
+        return self._run(
+            victim, observed_gradients, batch_size, labels, ground_truths, strategy, verbose
+        )
+
+    def _run(
+        self,
+        victim,
+        observed_gradients,
+        batch_size=None,
+        labels=None,
+        ground_truths=None,
+        strategy=None,
+        verbose=1,
+        batch_statistics=None,
+        on_snapshot=None,
+    ) -> list[AttackResult]:
+        """The one restart loop, over A >= 1 attacks of one victim (one attack is A = 1)."""
         from tfleak.models import as_victim
 
         start_time = time.perf_counter()
         victim = as_victim(victim)
-        observed = victim.check_gradient(observed_gradient)
-        _check_observation(observed)
-        batch_size = self._batch_size(batch_size, labels, ground_truth)
-        if ground_truth is not None:
-            ground_truth = metrics_lib.check_ground_truth(ground_truth, victim, batch_size)
+        count = len(observed_gradients)
+        if count == 0:
+            raise ValueError("observed_gradients is empty; pass at least one shared update.")
+        for name, given in (("labels", labels), ("ground_truths", ground_truths)):
+            if given is not None and len(given) != count:
+                raise ValueError(
+                    f"{len(given)} {name} for {count} observed gradients; pass one each."
+                )
+        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+        if replicas > 1 and self.optimizer != "lbfgs":
+            raise ValueError(
+                f"optimizer={self.optimizer!r} keeps the dummy data in a Keras variable, which "
+                f"a strategy of {replicas} replicas would mirror and all-reduce across "
+                "independent attacks; use optimizer='lbfgs' (its state is tensors) or no strategy."
+            )
+        observations = []
+        for gradient in observed_gradients:
+            observed = victim.check_gradient(gradient)
+            _check_observation(observed)
+            observations.append(observed)
+        batch_size = self._batch_size(
+            batch_size,
+            None if labels is None else labels[0],
+            None if ground_truths is None else ground_truths[0],
+        )
+        if ground_truths is not None:
+            ground_truths = [
+                metrics_lib.check_ground_truth(truth, victim, batch_size) for truth in ground_truths
+            ]
         # Label restoration reads a gradient: under FedAvg, the mean local one.
-        fixed_labels = self._labels(
-            victim, self.update.gradient_estimate(observed, batch_size), batch_size, labels
-        )
-        bn_targets = self._bn_targets(victim, batch_statistics)
-        objective = self._objective(victim)
-        zero = objective._distance([tf.zeros_like(g) for g in observed], observed)
-        zero_distance = float(zero)
-        rule = self._stop_rule()
+        fixed = [
+            self._labels(
+                victim,
+                self.update.gradient_estimate(observed, batch_size),
+                batch_size,
+                None if labels is None else labels[a],
+            )
+            for a, observed in enumerate(observations)
+        ]
+        optimise_labels = fixed[0] is None
+        padded = count + (-count) % replicas
+        order = list(range(count)) + [count - 1] * (padded - count)
         starts = self.starts_per_round
-        probabilities = (
-            tf.zeros((starts, batch_size, victim.num_classes))
-            if fixed_labels is None
-            else tf.tile(tf.one_hot(fixed_labels, victim.num_classes)[None], [starts, 1, 1])
-        )
-        run_round = (self._lbfgs_rounds if self.optimizer == "lbfgs" else self._first_order_rounds)(
-            objective, batch_size, fixed_labels is None, observed, probabilities, bn_targets
-        )
+        stacked = [
+            tf.repeat(tf.stack([observations[a][k] for a in order]), starts, axis=0)
+            for k in range(len(observations[0]))
+        ]
+        classes = victim.num_classes
+        if optimise_labels:
+            probabilities = tf.zeros((padded * starts, batch_size, classes))
+        else:
+            one_hot = tf.one_hot(np.stack([fixed[a] for a in order]), classes)
+            probabilities = tf.repeat(one_hot, starts, axis=0)
+        bn_targets = self._bn_targets(victim, batch_statistics)
+        objective = self._objective(victim, stacked=True)
+        zeros = [tf.zeros_like(g) for g in observations[0]]
+        zero_distances = [float(objective.distance(zeros, o)) for o in observations]
+        zero_distances += [zero_distances[-1]] * (padded - count)
+        rule = self._stop_rule()
+        together = dataclasses.replace(self, starts_per_round=padded * starts)
+        arguments = (objective, batch_size, optimise_labels, stacked, probabilities, bn_targets)
+        if self.optimizer == "lbfgs":
+            run_round = together._lbfgs_rounds(*arguments, seed_period=starts, strategy=strategy)
+        else:
+            run_round = together._first_order_rounds(*arguments, seed_period=starts)
 
-        best: Optional[RoundOutcome] = None
-        iterations, evaluations, rounds, message = 0, 0, 0, ""
+        name = type(self).__name__ + ("" if count == 1 else f" x {count}")
+        best: list[Optional[RoundOutcome]] = [None] * padded
+        endings = [""] * padded
+        iterations, evaluations, rounds = [0] * padded, [0] * padded, 0
+        pending = list(range(padded))
         for round_index in range(self.restarts + 1):
             rounds = round_index + 1
             if verbose:
-                print(f"{type(self).__name__} round {rounds}/{self.restarts + 1}")
-            monitor = RoundMonitor(
-                rule, zero_distance, self.iterations, round_index, verbose, on_snapshot
+                print(f"{name} round {rounds}/{self.restarts + 1}")
+            monitor = AttacksMonitor(
+                rule, zero_distances, starts, self.iterations, round_index, verbose, on_snapshot
             )
-            outcome = run_round(round_index, monitor).best(monitor)
+            # Attacks already in a solution's basin are not watched again.
+            monitor.active = [a in pending for a in range(padded)]
+            rows = run_round(round_index, monitor)
             monitor.close()
-            iterations += outcome.iterations
-            evaluations += outcome.evaluations
-            if np.isfinite(outcome.distance) and (best is None or outcome.distance < best.distance):
-                best = outcome
-            message = f"round {rounds}: {outcome.ending}"
+            for a in list(pending):
+                outcome = rows.best(monitor.monitors[a], monitor.rows(a))
+                iterations[a] += outcome.iterations
+                evaluations[a] += outcome.evaluations
+                endings[a] = f"round {rounds}: {outcome.ending}"
+                if np.isfinite(outcome.distance) and (
+                    best[a] is None or outcome.distance < best[a].distance
+                ):
+                    best[a] = outcome
+                # A round that got below the stall floor found the solution's basin
+                # (it converged, or hit float32 precision or the iteration limit
+                # there): a fresh random start would only start over.
+                relative = np.inf if best[a] is None else best[a].distance / zero_distances[a]
+                if relative < self.stall_floor or (
+                    not self.stop_at_tolerance and relative < self.tolerance
+                ):
+                    pending.remove(a)
             if verbose:
-                print(message)
-            # A round that got below the stall floor found the solution's basin
-            # (it converged, or hit float32 precision or the iteration limit
-            # there): a fresh random start would only start over.
-            if best is not None and best.distance / zero_distance < self.stall_floor:
+                print(endings[0] if count == 1 else f"round {rounds}: {monitor.ending}")
+            if not pending:
                 break
-            if not self.stop_at_tolerance and best is not None:
-                if best.distance / zero_distance < self.tolerance:
-                    break
-        return self._result(
-            victim, best, fixed_labels, zero_distance, iterations, rounds, message,
-            time.perf_counter() - start_time, ground_truth, evaluations,
-        )  # fmt: skip
-
-    def attack_many(self, victim, observed_gradients, **kwargs) -> list:
-        """Runs this attack on many observations of one victim at once, as one graph.
-
-        See `tfleak.attacks.many.attack_many` (arguments, strategy, errors).
-        """
-        from tfleak.attacks.many import attack_many
-
-        return attack_many(self, victim, observed_gradients, **kwargs)
+        seconds = (time.perf_counter() - start_time) / count
+        return [
+            self._result(
+                victim,
+                best[a],
+                fixed[a],
+                zero_distances[a],
+                iterations[a],
+                rounds,
+                endings[a],
+                seconds,
+                None if ground_truths is None else ground_truths[a],
+                evaluations[a],
+            )
+            for a in range(count)
+        ]
 
     # -- inputs ---------------------------------------------------------------
 

@@ -277,6 +277,10 @@ class Candidate(keras.Model):
         self.distance_tracker.update_state(tf.reduce_min(distances))
         return {m.name: m.result() for m in self.metrics}
 
+    def fit(self, *args, shuffle: bool = False, **kwargs):
+        """`keras.Model.fit` on observations (one element repeated: nothing to shuffle)."""
+        return super().fit(*args, shuffle=shuffle, **kwargs)
+
     def compile(self, *args, **kwargs):
         """`keras.Model.compile` (without XLA unless asked), then builds the optimizer's slots.
 

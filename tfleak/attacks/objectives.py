@@ -112,7 +112,7 @@ class GradientMatching:
         self.stacked = bool(stacked)
         self.update = FedSGD() if update is None else update
         self.distance_name = distance
-        self._distance = get_gradient_distance(distance)
+        self.distance = get_gradient_distance(distance)
         self.priors = {}
         for name, weight in dict(priors or {}).items():
             get_prior(name)
@@ -172,7 +172,7 @@ class GradientMatching:
             gradient, statistics = self.update.simulate(
                 victim, x, y, target, statistics=self.needs_statistics
             )
-            return self._distance(gradient, target), statistics
+            return self.distance(gradient, target), statistics
 
         def row(i):
             return tuple(o[i] for o in observed) if self.stacked else ()

@@ -21,7 +21,7 @@ import numpy as np
 
 from tfleak.attacks.result import Snapshot
 
-__all__ = ["StopRule", "RoundMonitor", "RoundOutcome", "RoundRows"]
+__all__ = ["AttacksMonitor", "StopRule", "RoundMonitor", "RoundOutcome", "RoundRows"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,5 +174,103 @@ class RoundMonitor:
 
     def close(self) -> None:
         """Completes the progress bar of a round that ended early."""
+        if self._progress is not None and self.iterations < self._budget:
+            self._progress.update(self._budget, finalize=True)
+
+
+class AttacksMonitor:
+    """One round of A attacks: a `RoundMonitor` per attack over its rows.
+
+    Attack `a`'s starts are rows `[a * starts, (a + 1) * starts)`. An attack
+    whose monitor ends its round (converged, diverged, stalled) stops being
+    watched; its rows keep stepping with the others (the graph is shared) and
+    its result is its best start at the round's end. The round ends when
+    every attack's has. One attack shows its own progress bar and snapshots
+    (`on_snapshot`); several share one bar.
+
+    Args:
+      rule: the `StopRule`.
+      zero_distances: per attack, the gradient distance of a zero guess.
+      starts: starts per attack.
+      iterations: the round's iteration budget.
+      round_index: which round.
+      verbose: 0 silent, 1 a progress bar.
+      on_snapshot: for one attack, called as `on_snapshot(round_index, snapshot)`.
+    """
+
+    def __init__(
+        self, rule, zero_distances, starts, iterations, round_index, verbose, on_snapshot=None
+    ):
+        alone = len(zero_distances) == 1
+        self.monitors = [
+            RoundMonitor(
+                rule,
+                zero,
+                iterations,
+                round_index,
+                verbose if alone else 0,
+                on_snapshot if alone else None,
+            )
+            for zero in zero_distances
+        ]
+        self.starts, self.iterations, self._budget = starts, 0, iterations
+        self.active = [True] * len(zero_distances)
+        self.ending = f"stopped after {iterations} iterations"
+        self._progress = (
+            keras.utils.Progbar(iterations, stateful_metrics=["attacks_ended", "median_relative"])
+            if verbose and not alone
+            else None
+        )
+
+    def rows(self, attack: int) -> slice:
+        """The rows (starts) of attack `attack`."""
+        return slice(attack * self.starts, (attack + 1) * self.starts)
+
+    def update(self, iteration, objectives, distances, images) -> bool:
+        """Records iteration `iteration` for every watched attack; True when all have ended.
+
+        Args:
+          objectives, distances: `[attacks * starts]` per row.
+          images: `images(row)` -> that row's batch `[batch, h, w, c]` in [0, 1].
+        """
+        self.iterations = iteration
+        relative = []
+        for a, monitor in enumerate(self.monitors):
+            rows = self.rows(a)
+            if self.active[a]:
+                ended = monitor.update(
+                    iteration,
+                    objectives[rows],
+                    distances[rows],
+                    lambda s, first=rows.start: images(first + s),
+                )
+                self.active[a] = not ended
+            finite = np.where(np.isfinite(distances[rows]), distances[rows], np.inf)
+            relative.append(float(np.min(finite)) / monitor.zero_distance)
+        if self._progress is not None:
+            self._progress.update(
+                min(iteration, self._budget),
+                [
+                    ("attacks_ended", float(len(self.active) - sum(self.active))),
+                    ("median_relative", float(np.median(relative))),
+                ],
+            )
+        if not any(self.active):
+            self.ending = f"every attack's round ended by iteration {iteration}"
+            return True
+        return False
+
+    def end_line_search(self, iteration: int, distances) -> None:
+        """L-BFGS's line search could not improve any row: each attack still watched
+        records it over its own rows (relative to its own zero distance)."""
+        for a, monitor in enumerate(self.monitors):
+            if self.active[a]:
+                monitor.end_line_search(iteration, distances[self.rows(a)])
+        self.ending = f"line search could not improve any start after {iteration} iterations"
+
+    def close(self) -> None:
+        """Completes the progress bar(s) of a round that ended early."""
+        for monitor in self.monitors:
+            monitor.close()
         if self._progress is not None and self.iterations < self._budget:
             self._progress.update(self._budget, finalize=True)

@@ -184,8 +184,6 @@ class NoPeekTarget(TargetModel):
         images, labels = data[0], data[1]
         codes = self.mobile_step(images, training=False)
         probabilities = self.server_step(codes, training=False)
-        cross_entropy = self.compute_loss(
-            x=images, y=labels, y_pred=probabilities, training=False
-        )
+        cross_entropy = self.compute_loss(x=images, y=labels, y_pred=probabilities, training=False)
         dcor = distance_correlation(images, codes)
         return self._update_metrics(labels, probabilities, cross_entropy, dcor)
