@@ -45,7 +45,10 @@ from tfleak.models import LeNet
 from tfleak.models import SingleDense
 from tfleak.models import Victim
 from tfleak.models import as_victim
+from tfleak.models import trained_victim
+from tfleak.privacy import DPModel
 from tfleak.privacy import compute_epsilon
+from tfleak.privacy import gaussian_epsilon
 from tfleak.split import AttackModel
 from tfleak.split import TargetModel
 
@@ -84,7 +87,10 @@ __all__ = [
     "SingleDense",
     "Victim",
     "as_victim",
+    "trained_victim",
+    "DPModel",
     "compute_epsilon",
+    "gaussian_epsilon",
     "AttackModel",
     "TargetModel",
 ]
