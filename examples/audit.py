@@ -28,7 +28,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "A Keras 3 classifier saved as .keras.")
 flags.DEFINE_string("data_dir", None, "A folder with one sub-folder of images per class.")
 flags.DEFINE_string("output_dir", "results/audit", "Where the report is written.")
-flags.DEFINE_list("threats", ["gradient"], "Shared updates: gradient (FedSGD), fedavg.")
+flags.DEFINE_list(
+    "threats", ["gradient"], "Shared updates: gradient (FedSGD), fedavg, fedavg:K/LR[/B]."
+)
 flags.DEFINE_multi_string(
     "defense",
     ["none"],

@@ -143,3 +143,28 @@ def test_batch_norm_prior_under_fedavg_uses_the_statistics_at_the_shared_weights
 def test_bad_updates_are_refused_with_the_fix(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("gradient", FedSGD()),
+        ("FedSGD", FedSGD()),
+        ("fedavg", FedAvg()),
+        ("fedavg:2/0.01", FedAvg(local_steps=2, local_learning_rate=0.01)),
+        ("fedavg:4/0.1/2", FedAvg(local_steps=4, local_learning_rate=0.1, local_batch_size=2)),
+    ],
+)
+def test_one_parser_reads_every_update(spec, expected):
+    from tfleak.federated import parse_update
+
+    assert parse_update(spec) == expected
+
+
+def test_parse_update_names_the_forms():
+    from tfleak.federated import parse_update
+
+    with pytest.raises(ValueError, match="write fedavg:K/LR or fedavg:K/LR/B"):
+        parse_update("fedavg:two")
+    with pytest.raises(ValueError, match="unknown update 'sgd'"):
+        parse_update("sgd")

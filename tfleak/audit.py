@@ -42,7 +42,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfleak.defenses import DefendedUpdate, Defense, parse_defenses
-from tfleak.federated import FedAvg, FedSGD
 
 __all__ = ["ATTACKS", "DEFAULT_ATTACKS", "EXACT_ERROR", "SettingResult", "WorstCase",
            "AuditReport", "audit"]  # fmt: skip
@@ -359,16 +358,9 @@ def _load(data, victim, count: int, seed: int):
 
 
 def _threat(threat):
-    if isinstance(threat, (FedSGD, FedAvg)):
-        return threat
-    if threat in ("gradient", "fedsgd"):
-        return FedSGD()
-    if threat == "fedavg":
-        return FedAvg(local_steps=2, local_learning_rate=1e-2)
-    raise ValueError(
-        f"unknown threat {threat!r}; use 'gradient' (FedSGD), 'fedavg' (2 local steps at "
-        "learning rate 0.01), or a tfleak.federated.FedSGD / FedAvg."
-    )
+    from tfleak.federated import parse_update
+
+    return parse_update(threat)
 
 
 def _chain(defense) -> tuple:
@@ -469,7 +461,8 @@ def audit(
         'label'; batched or not; float in [0, 1] or uint8), or a folder with one
         sub-folder of images per class.
       num_classes: classes; default the width of the model's output.
-      threats: shared updates: 'gradient' (FedSGD), 'fedavg', or objects.
+      threats: shared updates: 'gradient' (FedSGD), 'fedavg', 'fedavg:K/LR[/B]'
+        (`tfleak.federated.parse_update`), or update objects.
       defenses: defence chains: None, a `NAME:STRENGTH` string ('+' chains,
         e.g. 'prune:0.9+quantize:8'), a `Defense`, or a list of them.
       attacks: names in `ATTACKS`, run in the order given (an attack that does

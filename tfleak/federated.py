@@ -35,7 +35,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-__all__ = ["UPDATES", "FedSGD", "FedAvg", "get_update"]
+__all__ = ["UPDATES", "FedSGD", "FedAvg", "get_update", "parse_update"]
+
 
 def _gradient_at(victim, weights, images, probabilities) -> list:
     """`g(W; x, y)`: gradient of the mean soft cross entropy at weights `W` (tensors)."""
@@ -237,3 +238,40 @@ def get_update(name: str, **kwargs):
     if name == "gradient":
         return FedSGD()
     return FedAvg(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def parse_update(spec) -> FedSGD | FedAvg:
+    """The one parser of what a client shares, from a string (or an update, returned as is).
+
+    Forms: 'gradient' or 'fedsgd' (one gradient); 'fedavg' (`FedAvg()`'s
+    defaults: one pass over the batch at local learning rate 1e-4);
+    'fedavg:K/LR' (K local steps at learning rate LR on the whole batch);
+    'fedavg:K/LR/B' (mini-batches of B examples), e.g. 'fedavg:2/0.01'.
+
+    Raises:
+      ValueError: an unknown form, or values FedAvg refuses.
+    """
+    if isinstance(spec, (FedSGD, FedAvg)):
+        return spec
+    text = str(spec).strip().lower()
+    if text in ("gradient", "fedsgd"):
+        return FedSGD()
+    name, _, values = text.partition(":")
+    if name == "fedavg":
+        if not values:
+            return FedAvg()
+        parts = values.split("/")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            steps, rate = int(parts[0]), float(parts[1])
+            size = int(parts[2]) if len(parts) == 3 else None
+        except ValueError:
+            raise ValueError(
+                f"cannot read {spec!r}; write fedavg:K/LR or fedavg:K/LR/B, e.g. fedavg:2/0.01."
+            ) from None
+        return FedAvg(local_steps=steps, local_learning_rate=rate, local_batch_size=size)
+    raise ValueError(
+        f"unknown update {spec!r}; use 'gradient' (FedSGD), 'fedavg', 'fedavg:K/LR' or "
+        "'fedavg:K/LR/B', or a tfleak.federated.FedSGD / FedAvg."
+    )
