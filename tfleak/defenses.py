@@ -60,7 +60,6 @@ __all__ = [
     "DefendedUpdate",
     "parse_defense",
     "parse_defenses",
-    "per_example_gradients",
 ]
 
 _FORMS = "noise:1e-3, dpsgd:1.0/0.5 (clip/noise multiplier), prune:0.9, quantize:8|float16|sign"
@@ -230,30 +229,6 @@ class Quantize(Defense):
         return f"quantize:{self.mode}"
 
 
-def per_example_gradients(victim, images, probabilities, weights=None) -> list:
-    """Every example's gradient, `[batch, *variable.shape]` per trainable variable.
-
-    The Jacobian of the per-example losses of one forward pass of the whole
-    batch, vectorised (`GradientTape.jacobian`, pfor), as tensorflow-privacy's
-    vectorised DP optimizers compute it; so the mean of the rows is exactly
-    the gradient of the mean loss.
-
-    Args:
-      victim: a `tfleak.models.Victim`.
-      images: `[batch, h, w, c]` float32.
-      probabilities: `[batch, classes]` float32 label probabilities.
-      weights: optional weight tensors (one per trainable variable) to compute
-        at instead of the current weights, as a local step of FedAvg does.
-    """
-    if weights is None:
-        weights = victim.current_weights()
-    weights = list(weights)
-    with tf.GradientTape() as tape:
-        tape.watch(weights)
-        losses = victim.losses_at(weights, images, probabilities)  # [batch]
-    return tape.jacobian(losses, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-
-
 @dataclasses.dataclass(frozen=True)
 class DPSGD(Defense):
     """DP-SGD on the client: per-example clipping, Gaussian noise on the sum, mean.
@@ -298,7 +273,7 @@ class DPSGD(Defense):
             )
 
     def _per_example(self, victim, images, probabilities, weights=None) -> list:
-        return per_example_gradients(victim, images, probabilities, weights)
+        return victim.example_gradients_at(weights, images, probabilities)
 
     def noised_mean(self, victim, weights, images, probabilities, seed=None) -> list:
         """One DP-SGD step's update at weight tensors `weights` (None: the victim's own).

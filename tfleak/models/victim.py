@@ -308,6 +308,28 @@ class Victim(keras.Model):
         ]
         return gradient, moments
 
+    def example_gradients_at(
+        self, weights: Optional[Sequence], x: tf.Tensor, probabilities
+    ) -> list[tf.Tensor]:
+        """Every example's gradient at `weights`, `[batch, *variable.shape]` per variable.
+
+        The Jacobian of the `[batch]` per-example losses of one forward pass of
+        the whole batch (`GradientTape.jacobian`, pfor), as tensorflow-privacy's
+        vectorised DP optimizers compute it, so the mean of the rows is exactly
+        the gradient of the mean loss. With batch statistics (`batch_norm='train'`)
+        row i also depends on the other examples.
+
+        Args:
+          weights: one tensor per trainable variable (None: the current weights).
+          x: `[batch, h, w, c]` float32.
+          probabilities: `[batch, classes]` float32 label probabilities.
+        """
+        weights = list(self.current_weights() if weights is None else weights)
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            losses = self.losses_at(weights, x, probabilities)  # [batch]
+        return tape.jacobian(losses, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
     def gradient(self, x: tf.Tensor, y) -> list[tf.Tensor]:
         """The gradient a client shares: d loss / d variable for each variable.
 
