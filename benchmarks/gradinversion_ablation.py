@@ -67,7 +67,7 @@ flags.DEFINE_string(
 
 def _settings() -> dict:
     """The settings a result file was written under, checked before any work."""
-    from tfleak.labels import LABEL_STRATEGIES
+    from tfleak.attacks.labels import LABEL_STRATEGIES
 
     for name in ("batches", "batch_size", "iterations", "group_size"):
         if getattr(FLAGS, name) < 1:
@@ -210,9 +210,9 @@ def main(argv):
 
     from tfleak import metrics as metrics_lib
     from tfleak import plotting
+    from tfleak.attacks.labels import LABEL_STRATEGIES
     from tfleak.data import index_image_folder, load_examples, sample_batch
     from tfleak.io import atomic_write_json
-    from tfleak.labels import LABEL_STRATEGIES
 
     output = Path(FLAGS.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """How well each label-restoration method reads a batch's labels off its gradient.
 
-For every method of `tfleak.labels.LABEL_STRATEGIES` and every batch size, on
+For every method of `tfleak.attacks.labels.LABEL_STRATEGIES` and every batch size, on
 `--trials` random CIFAR-10 (JPEG) test batches (the same batches for every
 method), the fraction of batches whose label multiset is restored exactly and
 the per-label accuracy (`tfleak.metrics.label_multiset_accuracy`). A method
@@ -50,8 +50,8 @@ flags.DEFINE_string(
 
 def _flags_checked():
     """Validated flags, or `app.UsageError`, before any work."""
+    from tfleak.attacks.labels import LABEL_STRATEGIES
     from tfleak.data import LABEL_MODES
-    from tfleak.labels import LABEL_STRATEGIES
     from tfleak.models import VICTIMS
 
     if FLAGS.model not in VICTIMS:
@@ -150,8 +150,8 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
+    from tfleak.attacks.labels import LABEL_STRATEGIES
     from tfleak.data import index_image_folder, load_examples, sample_batch
-    from tfleak.labels import LABEL_STRATEGIES
     from tfleak.metrics import label_multiset_accuracy
 
     all_labels = np.asarray(index_image_folder(test_dir).labels)  # no decoding

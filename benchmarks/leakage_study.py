@@ -16,7 +16,7 @@ seconds per attack:
   `--train_learning_rate`; its test accuracy beside it), batches of 4.
 - `architecture`: mlp, lenet, convnet (Inverting Gradients' ConvNet, width
   64), resnet20 (and resnet32 in the full grid), batches of 1.
-- `defense`: each defence of `tfleak.defenses` at several strengths, batch 1
+- `defense`: each defence of `tfleak.threats.defenses` at several strengths, batch 1
   on the DLG paper's LeNet: DLG as the paper ran it (L-BFGS, labels
   optimised, a naive attacker), and the stronger attack naive and adaptive
   (the defence's deterministic part applied to its dummy update). The price
@@ -137,8 +137,8 @@ flags.mark_flag_as_required("study")
 
 def _grid() -> list:
     """The swept values of the study, parsed (ints or strings) and checked."""
-    from tfleak.defenses import parse_defense
     from tfleak.models import VICTIMS
+    from tfleak.threats.defenses import parse_defense
 
     values = list(FLAGS.values) or GRIDS[FLAGS.study][0 if FLAGS.quick else 1]
     if FLAGS.study == "defense":
@@ -220,7 +220,7 @@ def _settings() -> dict:
 
 def _setup(study: str, value) -> dict:
     """Victim name, trained epochs, batch size and threat of one setting."""
-    from tfleak.federated import FedAvg, FedSGD
+    from tfleak.threats.federated import FedAvg, FedSGD
 
     setup = {"model": FLAGS.model, "epochs": 0, "batch_size": 1, "threat": FedSGD(), "chain": ()}
     if study == "batch_size":
@@ -305,7 +305,7 @@ def _measure(settings, value, victim, accuracy, truths, cache_observed, attack_n
     import numpy as np
     import tensorflow as tf
 
-    from tfleak.defenses import DefendedUpdate, parse_defenses
+    from tfleak.threats.defenses import DefendedUpdate, parse_defenses
 
     setup = _setup(settings["study"], value)
     chain = parse_defenses([value]) if settings["study"] == "defense" else ()

@@ -61,8 +61,8 @@ flags.mark_flags_as_required(["model_path", "data_dir"])
 
 def main(argv):
     del argv
-    from tfleak.defenses import parse_defenses
     from tfleak.io import check_writable_dir
+    from tfleak.threats.defenses import parse_defenses
 
     for name in ("batch_size", "batches", "iterations"):
         if getattr(FLAGS, name) < 1:

@@ -167,8 +167,8 @@ def _validate_flags() -> Path:
 
 def _make_release():
     """`(client's release, attacker's update)`: the update through the defences, as flags say."""
-    from tfleak.defenses import DefendedUpdate, parse_defenses
-    from tfleak.federated import get_update
+    from tfleak.threats.defenses import DefendedUpdate, parse_defenses
+    from tfleak.threats.federated import get_update
 
     local = {
         name: getattr(FLAGS, name) if FLAGS[name].present else None

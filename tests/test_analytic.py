@@ -10,7 +10,7 @@ import tensorflow as tf
 import tfleak
 from tfleak.attacks import AnalyticRecovery
 from tfleak.attacks.analytic import classifier_features
-from tfleak.federated import FedAvg
+from tfleak.threats.federated import FedAvg
 
 
 def _mlp(input_shape=(28, 28, 1), hidden=64, activation="relu", use_bias=True, seed=0):

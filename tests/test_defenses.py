@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 import tfleak
-from tfleak.defenses import (
+from tfleak.privacy import compute_epsilon
+from tfleak.threats.defenses import (
     DPSGD,
     DefendedUpdate,
     GaussianNoise,
@@ -23,8 +24,7 @@ from tfleak.defenses import (
     parse_defense,
     parse_defenses,
 )
-from tfleak.federated import FedAvg, FedSGD
-from tfleak.privacy import compute_epsilon
+from tfleak.threats.federated import FedAvg, FedSGD
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gradinversion.py"
 

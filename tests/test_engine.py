@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 import tfleak
-from tfleak import labels as labels_lib
-from tfleak import metrics, priors
-from tfleak.attacks import Candidate, GradientMatching
+from tfleak import metrics
+from tfleak.attacks import Candidate, GradientMatching, priors
+from tfleak.attacks import labels as labels_lib
 from tfleak.data import load_examples
 
 

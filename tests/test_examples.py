@@ -120,9 +120,7 @@ class _RecordingAttack:
 
 
 @pytest.mark.parametrize("kind", ["file", "unwritable"])
-def test_unusable_output_dir_fails_before_the_attack(
-    run, monkeypatch, tmp_path, kind
-):
+def test_unusable_output_dir_fails_before_the_attack(run, monkeypatch, tmp_path, kind):
     monkeypatch.setattr(tfleak, "DLG", _RecordingAttack)
     monkeypatch.setattr(tfleak, "IDLG", _RecordingAttack)
     _RecordingAttack.built.clear()

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 import tfleak
 from tfleak.attacks import GradientMatching
-from tfleak.federated import FedAvg, FedSGD, get_update
 from tfleak.models.victim import soft_cross_entropy
+from tfleak.threats.federated import FedAvg, FedSGD, get_update
 
 
 def _tiny(seed=0, batch_norm=False):
@@ -137,7 +137,7 @@ def test_batch_norm_prior_under_fedavg_uses_the_statistics_at_the_shared_weights
         (lambda: FedAvg(local_steps=2, local_epochs=2), "give local_steps .* or local_epochs"),
         (lambda: get_update("gradient", local_steps=3), "use update='fedavg'"),
         (lambda: get_update("fedprox"), "unknown update 'fedprox'; choose one of gradient, fedavg"),
-        (lambda: tfleak.DLG(update="fedavg"), "update must be a tfleak.federated.FedSGD"),
+        (lambda: tfleak.DLG(update="fedavg"), "update must be a tfleak.threats.federated.FedSGD"),
     ],
 )
 def test_bad_updates_are_refused_with_the_fix(make, message):
@@ -156,13 +156,13 @@ def test_bad_updates_are_refused_with_the_fix(make, message):
     ],
 )
 def test_one_parser_reads_every_update(spec, expected):
-    from tfleak.federated import parse_update
+    from tfleak.threats.federated import parse_update
 
     assert parse_update(spec) == expected
 
 
 def test_parse_update_names_the_forms():
-    from tfleak.federated import parse_update
+    from tfleak.threats.federated import parse_update
 
     with pytest.raises(ValueError, match="write fedavg:K/LR or fedavg:K/LR/B"):
         parse_update("fedavg:two")

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfleak
-from tfleak import priors, registration
-from tfleak.attacks import Candidate, GradientMatching
+from tfleak.attacks import Candidate, GradientMatching, priors, registration
 from tfleak.data import load_examples
 
 

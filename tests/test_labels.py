@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfleak import labels, models
+from tfleak import models
+from tfleak.attacks import labels
 from tfleak.data import index_image_folder, load_examples, sample_batch
 from tfleak.metrics import label_multiset_accuracy
 

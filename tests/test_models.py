@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfleak import labels, models
+from tfleak import models
+from tfleak.attacks import labels
 
 
 def test_lenet_matches_the_dlg_reference_network():

@@ -7,8 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfleak.attacks.objectives import cosine_distance, get_gradient_distance, squared_l2
-from tfleak.attacks.trials import RoundMonitor, StopRule
-from tfleak.priors import (
+from tfleak.attacks.priors import (
     PriorContext,
     batch_norm_statistics,
     get_prior,
@@ -16,6 +15,7 @@ from tfleak.priors import (
     l2_norm,
     total_variation,
 )
+from tfleak.attacks.trials import RoundMonitor, StopRule
 
 # Two "variables": a 2-vector and a scalar.
 DUMMY = [tf.constant([1.0, 2.0]), tf.constant(3.0)]

@@ -2,7 +2,7 @@
 
 Gradient leakage (closed-form recovery, DLG, iDLG, Inverting Gradients, GradInversion) on
 any Keras classifier wrapped by `as_victim`, from one gradient (FedSGD) or local steps (FedAvg),
-through defences of the shared update (`tfleak.defenses`); model inversion on
+through defences of the shared update (`tfleak.threats.defenses`); model inversion on
 a split (on-device / server) model, and what differential privacy buys back.
 The public API, one name per line:
 """
@@ -15,16 +15,17 @@ _quiet_tensorflow_startup()
 
 from tfleak import attacks
 from tfleak import data
-from tfleak import defenses
 from tfleak import distribute
-from tfleak import federated
-from tfleak import labels
 from tfleak import metrics
 from tfleak import models
 from tfleak import plotting
-from tfleak import priors
 from tfleak import privacy
 from tfleak import split
+from tfleak import threats
+from tfleak.attacks import labels
+from tfleak.attacks import priors
+from tfleak.threats import defenses
+from tfleak.threats import federated
 from tfleak.attacks import AnalyticRecovery
 from tfleak.attacks import DLG
 from tfleak.attacks import GradientInversion
@@ -34,12 +35,12 @@ from tfleak.attacks import DummyData
 from tfleak.attacks import GradInversion
 from tfleak.attacks import InvertingGradients
 from tfleak.attacks import attack_many
-from tfleak.defenses import DefendedUpdate
+from tfleak.threats.defenses import DefendedUpdate
 from tfleak.audit import AuditReport
 from tfleak.audit import audit
 from tfleak.distribute import get_strategy
-from tfleak.federated import FedAvg
-from tfleak.federated import FedSGD
+from tfleak.threats.federated import FedAvg
+from tfleak.threats.federated import FedSGD
 from tfleak.models import MLP
 from tfleak.models import LeNet
 from tfleak.models import SingleDense
@@ -67,6 +68,7 @@ __all__ = [
     "priors",
     "privacy",
     "split",
+    "threats",
     "AnalyticRecovery",
     "DLG",
     "GradientInversion",

@@ -18,9 +18,9 @@ Gradients. Every threat and defence gets the first attack before any gets the
 second, and a threat and defence whose images all leaked exactly get no
 further attack, so the time budget goes to the attacks most likely to
 succeed. The optimisation attacks restore the labels from the update
-('counts', which tolerates repeated labels; see `tfleak.labels`) and, where a
+('counts', which tolerates repeated labels; see `tfleak.attacks.labels`) and, where a
 defence has a deterministic part (pruning, quantisation, DP-SGD's clip),
-apply it (the adaptive attacker of `tfleak.defenses`).
+apply it (the adaptive attacker of `tfleak.threats.defenses`).
 
 They run with a reduced budget (`iterations`, 300 by default) so an audit
 finishes in minutes on a CPU; their numbers are a lower bound on the leakage a
@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfleak.defenses import DefendedUpdate, Defense, parse_defenses
+from tfleak.threats.defenses import DefendedUpdate, Defense, parse_defenses
 
 __all__ = ["ATTACKS", "DEFAULT_ATTACKS", "EXACT_ERROR", "SettingResult", "WorstCase",
            "AuditReport", "audit"]  # fmt: skip
@@ -358,7 +358,7 @@ def _load(data, victim, count: int, seed: int):
 
 
 def _threat(threat):
-    from tfleak.federated import parse_update
+    from tfleak.threats.federated import parse_update
 
     return parse_update(threat)
 
@@ -462,7 +462,7 @@ def audit(
         sub-folder of images per class.
       num_classes: classes; default the width of the model's output.
       threats: shared updates: 'gradient' (FedSGD), 'fedavg', 'fedavg:K/LR[/B]'
-        (`tfleak.federated.parse_update`), or update objects.
+        (`tfleak.threats.federated.parse_update`), or update objects.
       defenses: defence chains: None, a `NAME:STRENGTH` string ('+' chains,
         e.g. 'prune:0.9+quantize:8'), a `Defense`, or a list of them.
       attacks: names in `ATTACKS`, run in the order given (an attack that does

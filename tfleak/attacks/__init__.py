@@ -1,6 +1,7 @@
 """Gradient inversion attacks: DLG, iDLG, Inverting Gradients, GradInversion on one engine,
 and closed-form recovery from a Dense layer (`AnalyticRecovery`)."""
 
+from tfleak.attacks import labels, priors, registration
 from tfleak.attacks.analytic import AnalyticRecovery
 from tfleak.attacks.base import BN_TARGETS, OPTIMIZERS, GradientInversion
 from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
@@ -13,6 +14,9 @@ from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching, get_
 from tfleak.attacks.result import AttackResult, Snapshot
 
 __all__ = [
+    "labels",
+    "priors",
+    "registration",
     "AnalyticRecovery",
     "GradientInversion",
     "DLG",

@@ -59,7 +59,7 @@ import tensorflow as tf
 
 from tfleak import metrics as metrics_lib
 from tfleak.attacks.result import AttackResult
-from tfleak.federated import FedSGD
+from tfleak.threats.federated import FedSGD
 
 __all__ = ["AnalyticRecovery", "classifier_features", "dense_layer_inputs"]
 
@@ -232,8 +232,8 @@ class AnalyticRecovery:
             raise ValueError(f"max_pixels must be at least 1; got {self.max_pixels}.")
         if not all(hasattr(self.update, m) for m in ("simulate", "gradient_estimate")):
             raise ValueError(
-                f"update must be a tfleak.federated.FedSGD, FedAvg or a "
-                f"tfleak.defenses.DefendedUpdate; got {self.update!r}."
+                f"update must be a tfleak.threats.federated.FedSGD, FedAvg or a "
+                f"tfleak.threats.defenses.DefendedUpdate; got {self.update!r}."
             )
 
     # -- where it applies -----------------------------------------------------

@@ -7,7 +7,7 @@ victim's gradient on them matches:
     x'* = argmin_{x'} D(dL(F(x', W), y') / dW, g) + sum_k a_k R_k(x')
 
 with a gradient distance `D` (`tfleak.attacks.objectives`) and image priors
-`R_k` (`tfleak.priors`). `GradientInversion` holds every hyperparameter of
+`R_k` (`tfleak.attacks.priors`). `GradientInversion` holds every hyperparameter of
 that loop; its subclasses are the published attacks as sets of defaults:
 `DLG` (Zhu et al. 2019), `IDLG` (Zhao et al. 2020), `InvertingGradients`
 (Geiping et al. 2020). Solvers: L-BFGS (`tfp.optimizer.lbfgs_minimize`, one
@@ -30,14 +30,14 @@ import tensorflow as tf
 
 from tfleak import metrics as metrics_lib
 from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
+from tfleak.attacks.labels import LABEL_STRATEGIES
 from tfleak.attacks.lbfgs import BatchedLBFGS, ReplicatedLBFGS
 from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching
+from tfleak.attacks.priors import PRIORS
+from tfleak.attacks.registration import REGISTRATIONS
 from tfleak.attacks.result import AttackResult
 from tfleak.attacks.trials import AttacksMonitor, RoundOutcome, RoundRows, StopRule
-from tfleak.federated import FedSGD
-from tfleak.labels import LABEL_STRATEGIES
-from tfleak.priors import PRIORS
-from tfleak.registration import REGISTRATIONS
+from tfleak.threats.federated import FedSGD
 
 __all__ = ["GradientInversion", "OPTIMIZERS", "BN_TARGETS"]
 
@@ -71,10 +71,10 @@ class GradientInversion:
       jit_compile: compile the L-BFGS solver with XLA.
       distance: gradient distance, a key of `GRADIENT_DISTANCES`.
       update: what the client shared and the attacker simulates on its dummy
-        data: `tfleak.federated.FedSGD()` (one gradient), `FedAvg(...)` (local
-        SGD steps, unrolled), or a `tfleak.defenses.DefendedUpdate` (an update
+        data: `tfleak.threats.federated.FedSGD()` (one gradient), `FedAvg(...)` (local
+        SGD steps, unrolled), or a `tfleak.threats.defenses.DefendedUpdate` (an update
         through defences; adaptive or naive attacker).
-      priors: prior name -> weight (a key of `tfleak.priors.PRIORS`).
+      priors: prior name -> weight (a key of `tfleak.attacks.priors.PRIORS`).
       bn_target: what the 'bn' prior matches: 'moving' (the victim's moving
         statistics, known to the server) or 'shared' (batch statistics the
         client shared; pass `batch_statistics=` to the call).
@@ -82,7 +82,7 @@ class GradientInversion:
       init: dummy data initialisation, a key of `DUMMY_INITS`.
       label_strategy: 'optimize' (labels optimised with the data, DLG),
         'known' (pass `labels=`), or a restoration method of
-        `tfleak.labels.LABEL_STRATEGIES` (e.g. 'idlg').
+        `tfleak.attacks.labels.LABEL_STRATEGIES` (e.g. 'idlg').
       tolerance: success when the gradient distance is below `tolerance` times
         the distance of a zero guess (dimensionless).
       stop_at_tolerance: end a round as soon as it succeeds (DLG); False runs
@@ -98,7 +98,7 @@ class GradientInversion:
       group_warmup: steps before the first consensus.
       registration: how seeds are aligned before averaging: 'translation'
         (cross-correlation) or 'none' (the plain mean); see
-        `tfleak.registration`.
+        `tfleak.attacks.registration`.
       max_shift: largest registration offset in pixels (None: a quarter of
         the image height).
       snapshot_every: iterations between progress snapshots (and the chunk
@@ -183,8 +183,8 @@ class GradientInversion:
             raise ValueError(f"stall_ratio must be in (0, 1] or None; got {self.stall_ratio}.")
         if not all(hasattr(self.update, m) for m in ("simulate", "gradient_estimate")):
             raise ValueError(
-                f"update must be a tfleak.federated.FedSGD, FedAvg or a "
-                f"tfleak.defenses.DefendedUpdate; got {self.update!r}."
+                f"update must be a tfleak.threats.federated.FedSGD, FedAvg or a "
+                f"tfleak.threats.defenses.DefendedUpdate; got {self.update!r}."
             )
         for name, weight in self.priors.items():
             if name not in PRIORS:

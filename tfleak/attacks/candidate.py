@@ -18,7 +18,7 @@ A step can be
 
 With the `group` prior (GradInversion's group consistency), the starts are
 the group's seeds: every `group_every` steps from step `group_warmup` on, the
-consensus (`tfleak.registration.group_consensus`, the registered mean of the
+consensus (`tfleak.attacks.registration.group_consensus`, the registered mean of the
 seeds) is formed again from the current dummy data, inside the compiled step.
 """
 
@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
-from tfleak.registration import REGISTRATIONS, group_consensus
+from tfleak.attacks.registration import REGISTRATIONS, group_consensus
 
 __all__ = ["DUMMY_INITS", "Candidate", "make_schedule", "SCHEDULES"]
 
@@ -93,7 +93,7 @@ class Candidate(keras.Model):
       group_every: steps between refreshes of the group consensus.
       group_warmup: steps before the first consensus (the group prior is 0
         until then).
-      registration: 'translation' or 'none' (see `tfleak.registration`).
+      registration: 'translation' or 'none' (see `tfleak.attacks.registration`).
       max_shift: largest registration offset, in pixels (None: a quarter of
         the image's height).
 
@@ -207,7 +207,7 @@ class Candidate(keras.Model):
         )
 
     def set_registration(self, registration: str, max_shift: Optional[int] = None) -> None:
-        """Chooses how the group consensus registers seeds (see `tfleak.registration`).
+        """Chooses how the group consensus registers seeds (see `tfleak.attacks.registration`).
 
         Raises:
           ValueError: an unknown registration.

@@ -7,7 +7,7 @@ labels until their gradient matches (eq. 4):
     x'*, y'* = argmin_{x', y'} || dL(F(x', W), y') / dW - g ||^2
 
 iDLG (Zhao, Mopuri, Bilen, 2020) first reads the label of a single example off
-the last layer's gradient (`tfleak.labels.restore_label_idlg`) and then
+the last layer's gradient (`tfleak.attacks.labels.restore_label_idlg`) and then
 optimises the data alone.
 
 L-BFGS, as the paper uses, runs through `tfp.optimizer.lbfgs_minimize` inside

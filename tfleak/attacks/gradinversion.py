@@ -2,7 +2,7 @@
 
 "See through Gradients: Image Batch Recovery via GradInversion": batch label
 restoration from the last layer's gradient (sec. 3.1,
-`tfleak.labels.restore_gradinversion`), then, for a group G of seeds
+`tfleak.attacks.labels.restore_gradinversion`), then, for a group G of seeds
 optimised together (eq. 2, 6-8):
 
     x*_g = argmin_{x_g} ||dL(x_g, y)/dW - g||^2 + a_TV R_TV + a_l2 R_l2 + a_BN R_BN
@@ -11,7 +11,7 @@ optimised together (eq. 2, 6-8):
 with the batch-norm statistics prior R_BN (DeepInversion's, against the
 victim's moving statistics), and a group-consistency prior towards the
 consensus E_reg, the mean of every seed's image after registering it to the
-seeds' pixel-wise mean (`tfleak.registration`; here by translation, where the
+seeds' pixel-wise mean (`tfleak.attacks.registration`; here by translation, where the
 paper uses RANSAC-Flow). Adam with cosine decay after a linear warm-up, and
 Langevin updates `x <- x - lr * step + lr * a_n * N(0, I)` (sec. 3.4).
 """
@@ -49,7 +49,7 @@ class GradInversion(GradientInversion):
     a CIFAR-10 batch of 8 took about 0.8 s on ResNet-20
     (`benchmarks/gradinversion_ablation.py`); pass `iterations=20_000` for the
     paper's budget. The priors here are means over pixels (see
-    `tfleak.priors`), where the paper's are sums or norms, and the gradient
+    `tfleak.attacks.priors`), where the paper's are sums or norms, and the gradient
     term is not rescaled: the weights are the paper's numbers, but they weigh
     less against the gradient distance than in the paper.
     """

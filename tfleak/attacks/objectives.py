@@ -10,7 +10,7 @@ tensors of equal structure:
   eq. 4), insensitive to the gradient's scale.
 
 `GradientMatching` is the whole objective every attack minimises: the
-distance plus weighted priors (`tfleak.priors`), for `starts` independent
+distance plus weighted priors (`tfleak.attacks.priors`), for `starts` independent
 dummy batches at once, in one graph: one copy of the per-start computation
 for each start, side by side, which TF runs in parallel. `tf.vectorized_map`
 over the starts is the alternative (`vectorize=True`); measured on this
@@ -27,8 +27,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from tfleak.federated import FedSGD
-from tfleak.priors import PriorContext, get_prior
+from tfleak.attacks.priors import PriorContext, get_prior
+from tfleak.threats.federated import FedSGD
 
 __all__ = [
     "GRADIENT_DISTANCES",
@@ -84,9 +84,9 @@ class GradientMatching:
       vectorize: evaluate the starts with `tf.vectorized_map`; False builds one
         copy of the per-start graph for each start, side by side.
       update: what the client shared, as the attacker simulates it on dummy
-        data: `tfleak.federated.FedSGD()` (default: `victim.gradient`),
+        data: `tfleak.threats.federated.FedSGD()` (default: `victim.gradient`),
         `FedAvg(...)` (local steps unrolled), or a
-        `tfleak.defenses.DefendedUpdate` (an adaptive attacker applies the
+        `tfleak.threats.defenses.DefendedUpdate` (an adaptive attacker applies the
         defences' deterministic parts). The distance compares its `simulate`
         with the observed update.
       stacked: the observed update has a leading axis of starts, one
@@ -202,7 +202,7 @@ class GradientMatching:
         """`(objective [starts], distance [starts], {prior: value [starts]})`.
 
         `consensus` `[batch, h, w, c]` and `consensus_weight` (scalar) feed the
-        'group' prior (see `tfleak.priors.PriorContext`).
+        'group' prior (see `tfleak.attacks.priors.PriorContext`).
         """
         distance, statistics = self.per_start(data, probabilities, observed)
         context = PriorContext(

@@ -9,7 +9,7 @@ He, Zhang, Lee, "Model inversion attacks against collaborative inference"
                                  (+ mu * mean((x - x0)^2), an optional data prior),
 
 with `f` the on-device stage in inference mode, TV the anisotropic total
-variation of `tfleak.priors.total_variation` (mean absolute difference of
+variation of `tfleak.attacks.priors.total_variation` (mean absolute difference of
 horizontal plus vertical neighbours, per image) and `x0` the start image. The
 batch is one `keras.Variable` `[batch, height, width, channels]` optimised at
 once with `keras.optimizers.Adam` (its loss is the sum of the examples'
@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfleak.priors import total_variation as _prior_total_variation
+from tfleak.attacks.priors import total_variation as _prior_total_variation
 
 __all__ = ["WhiteBoxInversion", "WhiteBoxResult", "total_variation"]
 
@@ -39,7 +39,7 @@ _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-8
 def total_variation(images: tf.Tensor) -> tf.Tensor:
     """Anisotropic total variation per image, `[batch]` float32 >= 0.
 
-    `tfleak.priors.total_variation` with every image its own start:
+    `tfleak.attacks.priors.total_variation` with every image its own start:
     `mean |x[i, j+1] - x[i, j]| + mean |x[i+1, j] - x[i, j]|` over the pixel
     pairs and channels of each image `[batch, height, width, channels]`.
     """

@@ -21,7 +21,7 @@ GradInversion eq. 2 and its fidelity priors R_fidelity = a_TV R_TV + a_l2 R_l2
   The first layer's term is multiplied by `first_layer_scale`.
 - `group`: group consistency (GradInversion, Yin et al. 2021, sec. 3.3, eq. 8):
   the squared distance of each start (seed) from the group's consensus, the
-  registered mean of all seeds (`tfleak.registration.group_consensus`), held
+  registered mean of all seeds (`tfleak.attacks.registration.group_consensus`), held
   fixed between refreshes; here its mean over pixels, like `l2`. Zero until the
   attack has formed a consensus (after its warm-up).
 

@@ -46,9 +46,9 @@ from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfleak.federated import FedAvg, FedSGD
 from tfleak.privacy.accounting import gaussian_epsilon
 from tfleak.privacy.query import clipped_sum, gaussian_sum
+from tfleak.threats.federated import FedAvg, FedSGD
 
 __all__ = [
     "DEFENSES",

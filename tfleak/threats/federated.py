@@ -159,7 +159,7 @@ class FedAvg:
         """`-lr * sum_k g_k` over the K steps, `g_k = gradient_fn(victim, W_k, x_b(k), y_b(k))`.
 
         `gradient_fn` defaults to the gradient of the mean loss; a DP-SGD
-        client passes its clipped and noised step (`tfleak.defenses`).
+        client passes its clipped and noised step (`tfleak.threats.defenses`).
         """
         gradient_fn = _gradient_at if gradient_fn is None else gradient_fn
         batch_size = int(images.shape[0])
@@ -273,5 +273,5 @@ def parse_update(spec) -> FedSGD | FedAvg:
         return FedAvg(local_steps=steps, local_learning_rate=rate, local_batch_size=size)
     raise ValueError(
         f"unknown update {spec!r}; use 'gradient' (FedSGD), 'fedavg', 'fedavg:K/LR' or "
-        "'fedavg:K/LR/B', or a tfleak.federated.FedSGD / FedAvg."
+        "'fedavg:K/LR/B', or a tfleak.threats.federated.FedSGD / FedAvg."
     )
