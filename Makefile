@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install install-bench demo test lint format bench clean
+.PHONY: install install-bench demo test test-slow lint format bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ demo: install
 	$(PY) examples/dlg.py --output_dir=results/demo
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+# pytest exits 5 when no test is marked slow: that is a pass.
+test-slow: install
+	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
 
 lint: install
 	$(PY) -m ruff check .
