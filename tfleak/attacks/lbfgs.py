@@ -57,8 +57,8 @@ class BatchedLBFGS:
         self.data_shape = (starts, batch_size, *victim.image_shape)
         self.logits_shape = (starts, batch_size, victim.num_classes)
         self.data_size = int(np.prod(self.data_shape[1:]))
-        self.initialize = tf.function(self._initialize, autograph=False)
-        self.resume = tf.function(self._resume, autograph=False, jit_compile=jit_compile)
+        self.initialize = tf.function(self.initialize_step, autograph=False)
+        self.resume = tf.function(self.resume_step, autograph=False, jit_compile=jit_compile)
         self.distances = tf.function(self._distances, autograph=False)
 
     @classmethod
@@ -111,7 +111,8 @@ class BatchedLBFGS:
             rows.append(tf.concat(parts, axis=0))
         return tf.stack(rows)
 
-    def _probabilities(self, logits, labels):
+    def probabilities(self, logits, labels):
+        """`[starts, batch, classes]`: softmax of the label logits, or the given labels."""
         return tf.nn.softmax(logits, axis=-1) if self.optimise_labels else labels
 
     def _value_and_gradients(self, observed, labels, bn_targets):
@@ -120,7 +121,7 @@ class BatchedLBFGS:
                 tape.watch(positions)
                 data, logits = self.unpack(positions)
                 values, _, _ = self.objective(
-                    data, self._probabilities(logits, labels), observed, bn_targets
+                    data, self.probabilities(logits, labels), observed, bn_targets
                 )
                 # The starts are independent, so the gradient of the sum holds
                 # each start's own gradient in its row.
@@ -129,7 +130,8 @@ class BatchedLBFGS:
 
         return value_and_gradients
 
-    def _initialize(self, positions, observed, labels, bn_targets) -> LBfgsOptimizerResults:
+    def initialize_step(self, positions, observed, labels, bn_targets) -> LBfgsOptimizerResults:
+        """The optimizer state at new starts (one objective evaluation); `initialize` traced."""
         values, gradients = self._value_and_gradients(observed, labels, bn_targets)(positions)
         history = tf.zeros([self.history_size, *positions.shape], dtype=positions.dtype)
         return LBfgsOptimizerResults(
@@ -144,9 +146,10 @@ class BatchedLBFGS:
             gradient_deltas=history,
         )
 
-    def _resume(
+    def resume_step(
         self, results, max_iterations, observed, labels, bn_targets
     ) -> LBfgsOptimizerResults:
+        """Continues every start up to `max_iterations` in all; `resume` is this traced."""
         return tfp.optimizer.lbfgs_minimize(
             self._value_and_gradients(observed, labels, bn_targets),
             initial_position=None,
@@ -159,7 +162,7 @@ class BatchedLBFGS:
 
     def _distances(self, positions, observed, labels, bn_targets) -> tf.Tensor:
         data, logits = self.unpack(positions)
-        return self.objective(data, self._probabilities(logits, labels), observed, bn_targets)[1]
+        return self.objective(data, self.probabilities(logits, labels), observed, bn_targets)[1]
 
 
 class ReplicatedLBFGS:
@@ -213,14 +216,14 @@ class ReplicatedLBFGS:
     def _initialize(self, positions, observed, labels, bn_targets):
         rows = self._split((positions, list(observed), labels))
         per_replica = self.strategy.run(
-            lambda p, o, y: self.solver._initialize(p, o, y, bn_targets), args=rows
+            lambda p, o, y: self.solver.initialize_step(p, o, y, bn_targets), args=rows
         )
         return per_replica
 
     def _resume(self, per_replica, max_iterations, observed, labels, bn_targets):
         rows = self._split((list(observed), labels))
         return self.strategy.run(
-            lambda r, o, y: self.solver._resume(r, max_iterations, o, y, bn_targets),
+            lambda r, o, y: self.solver.resume_step(r, max_iterations, o, y, bn_targets),
             args=(per_replica, *rows),
         )
 
@@ -244,7 +247,7 @@ class ReplicatedLBFGS:
 
     def _distances(self, positions, observed, labels, bn_targets) -> tf.Tensor:
         data, logits = self.unpack(positions)
-        probabilities = self.solver._probabilities(logits, labels)
+        probabilities = self.solver.probabilities(logits, labels)
         return self.solver.objective(data, probabilities, observed, bn_targets)[1]
 
 
