@@ -17,10 +17,10 @@ from tfleak.models.victim import (
     BATCH_NORM_MODES,
     AttackBatchNorm,
     Victim,
-    as_victim,
     flatten_gradient,
     soft_cross_entropy,
 )
+from tfleak.models.wrap import as_victim
 
 __all__ = [
     "BATCH_NORM_MODES",
