@@ -149,3 +149,48 @@ def test_subclassed_dropout_in_training_mode_is_refused():
     with pytest.raises(ValueError, match="Dropout.*batch_norm='eval'"):
         tfleak.as_victim(model)
     assert tfleak.as_victim(model, batch_norm="eval").num_classes == 3
+
+
+def test_examples_audit_reports_a_keras_3_saved_mlp_leaking_exactly(shared_data, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # A user's folder: two CIFAR-10 (JPEG) test photographs, one per class folder.
+    for name in ("cat", "ship"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        source = sorted((shared_data / "cifar10" / "test" / name).glob("*.jpg"))[0]
+        shutil.copy(source, tmp_path / "photos" / name / source.name)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.save(tmp_path / "mlp.keras")
+    script = Path(__file__).resolve().parents[1] / "examples" / "audit.py"
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    process = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            f"--model_path={tmp_path / 'mlp.keras'}",
+            f"--data_dir={tmp_path / 'photos'}",
+            f"--output_dir={tmp_path / 'audit'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "I0000" not in process.stderr  # TensorFlow's start-up lines stay quiet
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    worst = report["worst_cases"][0]
+    assert worst["exact"] == 1.0, worst  # every 8-bit pixel of every photograph
+    assert "analytic" in worst["found_by"]
