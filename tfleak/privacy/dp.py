@@ -518,7 +518,7 @@ def cut_on_device(model: keras.Model, layer_name: str = "mobile_output") -> kera
     names = [layer.name for layer in model.layers]
     if layer_name not in names:
         raise ValueError(f"model {model.name!r} has no layer {layer_name!r}; its layers: {names}.")
-    return keras.Model(model.input, model.get_layer(layer_name).output, name="on_device")
+    return keras.Model(model.inputs[0], model.get_layer(layer_name).output, name="on_device")
 
 
 def save_on_device(model: keras.Model, path) -> Path:
