@@ -31,6 +31,7 @@ def test_lenet_recovers_a_real_mnist_digit(attack_class, mnist, mnist_lenet):
     assert result.labels.tolist() == label.tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack_class", [tfleak.DLG, tfleak.IDLG])
 def test_lenet_recovers_a_natural_image(attack_class, sample_images):
     # Grace Hopper at 32x32x3, the paper's setting of a LeNet with 100 classes.

@@ -34,6 +34,7 @@ def mirrored_run(shared_data) -> dict:
     return _two_cpu_run("_mirrored_run.py", shared_data)
 
 
+@pytest.mark.slow
 def test_target_and_attacker_train_on_two_replicas(mirrored_run):
     assert mirrored_run["replicas"] == 2
     assert mirrored_run["code_shape"] == [2, 1, 1, 32]
@@ -52,6 +53,7 @@ def test_dp_training_refuses_two_replicas(mirrored_run):
     assert "DP training under 2 replicas is not supported" in mirrored_run["dp_error"]
 
 
+@pytest.mark.slow
 def test_attacks_split_across_two_replicas_equal_one_replica(shared_data):
     """Two iDLG attacks on MNIST digits, as one graph on one device and split over
     two logical CPUs (dummy data in L-BFGS tensors, never a mirrored variable): the

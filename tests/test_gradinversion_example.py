@@ -57,6 +57,7 @@ def test_inverting_gradients_on_a_cifar_batch(shared_data, tmp_path):
     assert "PSNR" in process.stdout and "Wrote" in process.stdout
 
 
+@pytest.mark.slow
 def test_an_image_folder_of_the_users_own(shared_data, tmp_path):
     folder = tmp_path / "photos"
     for name in ("cat", "ship"):

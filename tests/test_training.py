@@ -63,6 +63,7 @@ class _KillAfterFirstEpoch(keras.callbacks.Callback):
         raise _Killed(f"killed after epoch {epoch}")
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_an_unbroken_one(
     cifar10_dir, tmp_path
 ):
