@@ -10,10 +10,26 @@ so a refusal costs what a wrong answer costs; `answered_label_accuracy` scores
 the answered batches only. A setting no batch can be drawn for (unique labels
 beyond the dataset's classes) records `skipped`.
 
+Each batch size also records diagnostics that no method sees: the accuracy of
+the count rule `n_c = B (p_bar_c - db_c)` given the batch's *true* mean
+prediction `p_bar` (an oracle: every count method is exact with it, so the gap
+to it is the error of estimating `p_bar` from the gradient), and how confident
+the model is on the batch (`1 - p_y`, the share of each example's
+cross-entropy gradient; an example with `1 - p_y ~ 0` adds almost nothing to
+the shared gradient).
+
+The victim is a fresh model (`--weights=fresh`, optionally trained first with
+`--trained_epochs`), the weights shipped with tfleak (`--weights=trained`,
+`tfleak.models.trained_victim`), or a weights file (`--weights_path`, e.g. a
+training checkpoint).
+
     python benchmarks/label_restoration.py --model=resnet20 \
         --batch_sizes=1,2,4,8,16,32,64 --label_mode=unique --trials=20 \
         --trained_epochs=0 --seed=0 \
         --output=benchmarks/results/label_restoration_unique.json
+    python benchmarks/label_restoration.py --model=resnet20 --weights=trained \
+        --batch_sizes=1,2,4,8,16,32,64 --label_mode=random --trials=20 --seed=0 \
+        --output=benchmarks/results/label_restoration_random_resnet20_cifar10.json
 
 Writes the JSON `{"rows": [...], "settings": {...}}` and a PNG of the same
 name beside it.
@@ -40,6 +56,19 @@ flags.DEFINE_integer("trained_epochs", 0, "Epochs of CIFAR-10 training first (0:
 flags.DEFINE_integer(
     "train_limit", None, "Train on this many CIFAR-10 images only (None: all 50,000)."
 )
+flags.DEFINE_enum(
+    "weights",
+    "fresh",
+    ["fresh", "trained"],
+    "'fresh': a new model (trained first if --trained_epochs > 0); 'trained': the CIFAR-10 "
+    "weights shipped with tfleak (tfleak.models.trained_victim).",
+)
+flags.DEFINE_string(
+    "weights_path",
+    None,
+    "A .weights.h5 file of --model on CIFAR-10 to load instead (e.g. a training checkpoint; "
+    "optimizer state in it is skipped). Excludes --weights=trained and --trained_epochs.",
+)
 flags.DEFINE_integer("seed", 0, "Seed of the model and of the batches.")
 flags.DEFINE_list("methods", [], "Methods to compare (default: every LABEL_STRATEGIES name).")
 flags.DEFINE_string("data_dir", "../shared/data", "Folder holding cifar10/{train,test}.")
@@ -52,7 +81,7 @@ def _flags_checked():
     """Validated flags, or `app.UsageError`, before any work."""
     from tfleak.attacks.labels import LABEL_STRATEGIES
     from tfleak.data import LABEL_MODES
-    from tfleak.models import VICTIMS
+    from tfleak.models import VICTIMS, WEIGHTS_DIR
 
     if FLAGS.model not in VICTIMS:
         raise app.UsageError(f"--model must be one of {', '.join(sorted(VICTIMS))}.")
@@ -68,6 +97,18 @@ def _flags_checked():
         raise app.UsageError(f"--trials must be at least 1; got {FLAGS.trials}.")
     if FLAGS.trained_epochs < 0:
         raise app.UsageError(f"--trained_epochs must be >= 0; got {FLAGS.trained_epochs}.")
+    if (FLAGS.weights == "trained" or FLAGS.weights_path) and FLAGS.trained_epochs:
+        raise app.UsageError("--trained_epochs trains a fresh model; drop it with given weights.")
+    if FLAGS.weights == "trained" and FLAGS.weights_path:
+        raise app.UsageError("give --weights=trained or --weights_path, not both.")
+    shipped = WEIGHTS_DIR / f"{FLAGS.model}_cifar10.weights.h5"
+    if FLAGS.weights == "trained" and not shipped.is_file():
+        raise app.UsageError(
+            f"--weights=trained: no shipped weights at {shipped}; train them with "
+            f"benchmarks/train_victim.py --model={FLAGS.model}, or give --weights_path."
+        )
+    if FLAGS.weights_path and not Path(FLAGS.weights_path).is_file():
+        raise app.UsageError(f"--weights_path {FLAGS.weights_path} is not a file.")
     if FLAGS.train_limit is not None and FLAGS.train_limit < 1:
         raise app.UsageError(f"--train_limit must be at least 1; got {FLAGS.train_limit}.")
     methods = FLAGS.methods or list(LABEL_STRATEGIES)
@@ -87,6 +128,27 @@ def _flags_checked():
 
 
 def _victim(model_name: str):
+    """`(victim, test accuracy or None, description of its weights)`."""
+    import json
+
+    import tfleak
+    from tfleak.models import VICTIMS, WEIGHTS_DIR
+
+    if FLAGS.weights == "trained":
+        victim = tfleak.models.trained_victim(model_name)
+        record = WEIGHTS_DIR / f"{model_name}_cifar10.json"
+        accuracy = json.loads(record.read_text()).get("test_accuracy") if record.is_file() else None
+        return victim, accuracy, f"shipped {model_name}_cifar10.weights.h5"
+    if FLAGS.weights_path:
+        model = VICTIMS[model_name]((32, 32, 3), 10)
+        model.load_weights(FLAGS.weights_path)  # optimizer state, if any, is skipped
+        return tfleak.as_victim(model), None, f"loaded from {FLAGS.weights_path}"
+    victim, accuracy = _fresh_victim(model_name)
+    described = "fresh" if FLAGS.trained_epochs == 0 else f"{FLAGS.trained_epochs} epochs"
+    return victim, accuracy, described
+
+
+def _fresh_victim(model_name: str):
     import tfleak
     from tfleak.models import VICTIMS
     from tfleak.models.training import train_victim
@@ -139,6 +201,28 @@ def _plot(rows, methods, path: Path, title: str) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _oracle_accuracy(victim, probabilities, labels, observed) -> float:
+    """Label accuracy of `n_c = B (p_bar_c - db_c)` with the batch's true mean prediction.
+
+    `probabilities`: `[B, classes]` the victim's softmax on the batch (as in its gradient).
+    """
+    import numpy as np
+
+    from tfleak.metrics import label_multiset_accuracy
+
+    if victim.classifier_bias_index is None:
+        return float("nan")
+    batch_size = len(probabilities)
+    bias = np.asarray(observed[victim.classifier_bias_index], np.float64)
+    counts = np.clip(batch_size * (probabilities.mean(axis=0) - bias), 0.0, None)
+    rounded = np.floor(counts).astype(np.int64)
+    while rounded.sum() < batch_size:  # largest remainders, as the count rules round
+        rounded[np.argmax(counts - rounded)] += 1
+    while rounded.sum() > batch_size:
+        rounded[np.argmin(np.where(rounded > 0, counts - rounded, np.inf))] -= 1
+    return label_multiset_accuracy(labels, np.repeat(np.arange(len(counts)), rounded))
+
+
 def main(argv):
     del argv
     batch_sizes, methods, test_dir = _flags_checked()
@@ -155,13 +239,14 @@ def main(argv):
     from tfleak.metrics import label_multiset_accuracy
 
     all_labels = np.asarray(index_image_folder(test_dir).labels)  # no decoding
-    victim, test_accuracy = _victim(FLAGS.model)
-    print(f"{victim}; trained_epochs={FLAGS.trained_epochs}, test accuracy {test_accuracy}")
-    rows = []
+    victim, test_accuracy, weights = _victim(FLAGS.model)
+    print(f"{victim}; weights: {weights}, test accuracy {test_accuracy}")
+    rows, diagnostics = [], []
     started = time.perf_counter()
     for batch_size in batch_sizes:
         results = {m: {"exact": [], "label": [], "refusals": []} for m in methods}
         skipped = None
+        oracle, confidence = [], []
         for trial in range(FLAGS.trials):
             seed = FLAGS.seed * 1_000_003 + batch_size * 1_009 + trial
             try:
@@ -171,6 +256,9 @@ def main(argv):
                 break
             images, labels, _ = load_examples("cifar10", indices, "test", FLAGS.data_dir)
             observed = victim.gradient(images, labels)
+            probabilities = tf.nn.softmax(victim(images)).numpy()  # same batch statistics
+            oracle.append(_oracle_accuracy(victim, probabilities, labels, observed))
+            confidence.extend(1.0 - probabilities[np.arange(batch_size), np.asarray(labels)])
             for method in methods:
                 try:
                     restored = LABEL_STRATEGIES[method](victim, observed, batch_size)
@@ -209,12 +297,25 @@ def main(argv):
             )
         if skipped is not None:
             print(f"B={batch_size:3d} skipped: {skipped}", flush=True)
+        elif oracle:
+            share = np.asarray(confidence)
+            diagnostics.append(
+                {
+                    "batch_size": batch_size,
+                    "oracle_label_accuracy": float(np.mean(oracle)),
+                    "median_one_minus_p_true": float(np.median(share)),
+                    "fraction_one_minus_p_true_below_1e-2": float(np.mean(share < 1e-2)),
+                    "fraction_one_minus_p_true_below_1e-3": float(np.mean(share < 1e-3)),
+                }
+            )
+            print(f"B={batch_size:3d} diagnostics {diagnostics[-1]}", flush=True)
     settings = {
         "model": FLAGS.model,
         "dataset": "CIFAR-10 (JPEG) test",
         "batch_sizes": batch_sizes,
         "label_mode": FLAGS.label_mode,
         "trials": FLAGS.trials,
+        "weights": weights,
         "trained_epochs": FLAGS.trained_epochs,
         "train_limit": FLAGS.train_limit,
         "test_accuracy": test_accuracy,
@@ -225,10 +326,11 @@ def main(argv):
         "scoring": "label multisets; a refused batch scores 0 in exact_batch_accuracy and "
         "label_accuracy; answered_label_accuracy averages the answered batches only",
     }
-    atomic_write_json(output, {"rows": rows, "settings": settings})
+    atomic_write_json(output, {"rows": rows, "diagnostics": diagnostics, "settings": settings})
+    accuracy = "" if test_accuracy is None else f", test acc. {test_accuracy:.3f}"
     title = (
-        f"{FLAGS.model} ({'fresh' if FLAGS.trained_epochs == 0 else f'{FLAGS.trained_epochs} ep.'})"
-        f", CIFAR-10 (JPEG) test, label_mode={FLAGS.label_mode}, {FLAGS.trials} batches each"
+        f"{FLAGS.model} ({Path(weights).name if FLAGS.weights_path else weights}{accuracy}), "
+        f"CIFAR-10 (JPEG) test, label_mode={FLAGS.label_mode}, {FLAGS.trials} batches each"
     )
     _plot(rows, methods, output.with_suffix(".png"), title)
     print(f"Wrote {output} and {output.with_suffix('.png')}")
