@@ -1,8 +1,10 @@
 """Model inversion on a split (on-device / server) model, and defences of the code.
 
 - `model`: the split target (`TargetModel`), batch- or group-normalized, cut
-  after any of its four conv blocks (codes 33x33x32, 13x13x32, 4x4x32, 1x1x32).
-- `attack`: the black-box attacker, a decoder learned from device queries (`AttackModel`).
+  after any of its four conv blocks (codes 33x33x32, 13x13x32, 4x4x32, 1x1x32);
+  `device_stage` / `server_stage` cut one trained target anywhere, sharing its weights.
+- `attack`: the black-box attacker, a decoder learned from device queries (`AttackModel`),
+  whose transposed convolutions follow the code's shape (`decoder_layers`).
 - `whitebox`: regularised maximum-likelihood inversion of the saved on-device stage.
 - `defenses`: noise on the code (Gaussian, clipped Laplace) and NoPeek training.
 - `reidentification`: does a reconstruction point back at its own original?
@@ -11,6 +13,7 @@
 from tfleak.split.attack import (
     AttackModel,
     compile_attacker,
+    decoder_layers,
     evaluate_attack,
     mean_image,
     mean_image_baseline_mse,
@@ -22,11 +25,14 @@ from tfleak.split.model import (
     BLOCKS,
     CODE_SHAPE,
     CODE_SHAPES,
+    CONV_BLOCKS,
     NORMALIZATIONS,
     TargetModel,
     compile_target,
+    device_stage,
     on_device_layers,
     server_layers,
+    server_stage,
 )
 from tfleak.split.reidentification import Reidentification, reidentify
 from tfleak.split.whitebox import WhiteBoxInversion, WhiteBoxResult
@@ -35,6 +41,7 @@ from tfleak.training import TrainingRun, train_resumable
 __all__ = [
     "AttackModel",
     "compile_attacker",
+    "decoder_layers",
     "evaluate_attack",
     "mean_image",
     "mean_image_baseline_mse",
@@ -46,11 +53,14 @@ __all__ = [
     "BLOCKS",
     "CODE_SHAPE",
     "CODE_SHAPES",
+    "CONV_BLOCKS",
     "NORMALIZATIONS",
     "TargetModel",
     "compile_target",
+    "device_stage",
     "on_device_layers",
     "server_layers",
+    "server_stage",
     "Reidentification",
     "reidentify",
     "WhiteBoxInversion",

@@ -19,11 +19,12 @@ import tensorflow as tf
 
 from tfleak.data.omniglot import IMAGE_SIZE
 from tfleak.metrics import image_metrics
-from tfleak.split.model import CODE_SHAPE
+from tfleak.split.model import CODE_SHAPE, CODE_SHAPES, CONV_BLOCKS
 
 __all__ = [
     "AttackModel",
     "compile_attacker",
+    "decoder_layers",
     "surrogate_augmentation",
     "reconstruct",
     "evaluate_attack",
@@ -31,9 +32,78 @@ __all__ = [
     "mean_image_baseline_mse",
 ]
 
-# (filters, kernel, stride) of the attacker's transposed convolutions:
-# 1 -> 9 -> 23 -> 51 -> 105 (valid padding: out = (in - 1) * stride + kernel).
+# (filters, kernel, stride) of the published attacker's transposed convolutions for the
+# 1x1x32 code: 1 -> 9 -> 23 -> 51 -> 105 (valid padding: out = (in - 1) * stride + kernel).
 _DECONV_BLOCKS = ((32, 9, 1), (32, 7, 2), (1, 7, 2), (1, 5, 2))
+
+
+def _mirror_blocks(cut: int) -> list[tuple[int, int, int]]:
+    """(filters, kernel, stride) of transposed convolutions undoing blocks `cut`..1.
+
+    Each device block is conv k (n -> n - k + 1) then pool p / s (m -> (m - p) // s + 1);
+    its mirror is a transposed conv of stride s whose kernel m - (pooled - 1) * s gives
+    back exactly m (floor division lost nothing then), then one of kernel k, stride 1
+    (m -> m + k - 1 = n). For the first cut: 33 -(3, /3)-> 99 -(7)-> 105.
+    """
+    sizes = [IMAGE_SIZE]
+    for _, kernel, pool, stride in CONV_BLOCKS:
+        sizes.append((sizes[-1] - kernel + 1 - pool) // stride + 1)
+    blocks = []
+    for index in range(cut, 0, -1):
+        filters, kernel, _, stride = CONV_BLOCKS[index - 1]
+        convolved = sizes[index - 1] - kernel + 1
+        blocks.append((filters, convolved - (sizes[index] - 1) * stride, stride))
+        blocks.append((filters if index > 1 else 1, kernel, 1))
+    return blocks
+
+
+def decoder_layers(code_shape=CODE_SHAPE) -> list[keras.layers.Layer]:
+    """Transposed convolutions from a code of any cut back to a 105 x 105 x 1 image.
+
+    For the published cut's 1x1x32 code, the published decoder: four transposed
+    convolutions with ReLU, 1 -> 9 -> 23 -> 51 -> 105. For a shallower cut
+    (`CODE_SHAPES`: 33x33x32, 13x13x32, 4x4x32), the device's blocks mirrored:
+    per block, from the last on the device to the first, a transposed conv with
+    the pooling's stride (32 filters, ReLU) then one with the conv's kernel
+    (ReLU; the last one has 1 filter and no activation, `reconstruct` clips to
+    [0, 1]; a sigmoid there saturated on the white page and stalled at cut 2):
+    33 -> 99 -> 105 after block 1; 13 -> 27 -> 33 -> 99 -> 105 after block 2.
+
+    Args:
+      code_shape: `[height, width, channels]`, one of `CODE_SHAPES`' values.
+
+    Returns:
+      Layers mapping codes `[batch, *code_shape]` to `[batch, 105, 105, 1]`.
+
+    Raises:
+      ValueError: a code shape no cut produces.
+    """
+    code_shape = tuple(int(d) for d in code_shape)
+    cuts = {shape: cut for cut, shape in CODE_SHAPES.items()}
+    if code_shape not in cuts:
+        raise ValueError(
+            f"no decoder for codes of shape {code_shape}; the cuts send "
+            + ", ".join(f"{shape} (cut {cut})" for cut, shape in CODE_SHAPES.items())
+            + "."
+        )
+    if code_shape == CODE_SHAPE:
+        return [
+            keras.layers.Conv2DTranspose(
+                filters, kernel, strides=stride, activation="relu", name=f"deconv{index}"
+            )
+            for index, (filters, kernel, stride) in enumerate(_DECONV_BLOCKS, start=1)
+        ]
+    blocks = _mirror_blocks(cuts[code_shape])
+    return [
+        keras.layers.Conv2DTranspose(
+            filters,
+            kernel,
+            strides=stride,
+            activation=None if index == len(blocks) else "relu",
+            name=f"deconv{index}",
+        )
+        for index, (filters, kernel, stride) in enumerate(blocks, start=1)
+    ]
 
 
 def surrogate_augmentation(seed: int | None = None) -> keras.Sequential:
@@ -57,10 +127,12 @@ def surrogate_augmentation(seed: int | None = None) -> keras.Sequential:
 class AttackModel(keras.Model):
     """Decoder from the on-device code back to the image (the model-inversion attacker).
 
-    Four transposed convolutions with ReLU, 1x1x32 -> 9x9x32 -> 23x23x32 ->
-    51x51x1 -> 105x105x1. `train_step` queries the frozen on-device model
-    (`training=False`) for each batch of surrogate images (augmented first, if
-    asked), passes the codes through the device's defence, if any, and fits
+    Transposed convolutions that follow the code's shape (`decoder_layers`): for
+    the published 1x1x32 code, four with ReLU, 1x1x32 -> 9x9x32 -> 23x23x32 ->
+    51x51x1 -> 105x105x1; for a shallower cut, the device's blocks mirrored
+    (33x33x32 -> 99x99x32 -> 105x105x1 after block 1). `train_step` queries the
+    frozen on-device model (`training=False`) for each batch of surrogate images
+    (augmented first, if asked), passes the codes through the device's defence, if any, and fits
     the decoder with the mean squared error between images and reconstructions.
     """
 
@@ -69,34 +141,41 @@ class AttackModel(keras.Model):
         on_device: Callable | None = None,
         augment: bool = False,
         defense: Callable | None = None,
+        code_shape=None,
         **kwargs,
     ):
         """Creates the decoder.
 
         Args:
           on_device: the target's on-device stage, a callable (a Keras model)
-            from images `[batch, 105, 105, 1]` to codes `[batch, 1, 1, 32]`;
+            from images `[batch, 105, 105, 1]` to codes `[batch, *code_shape]`;
             needed by `fit` / `evaluate`, not by `call`. Never trained here.
           augment: augment surrogate images while training
             (`surrogate_augmentation`).
           defense: what the device does to a code before sending it (e.g. a
             `tfleak.split.defenses.CodeNoise`), codes -> codes; None sends them
             as they are. The attacker sees only defended codes.
+          code_shape: `[height, width, channels]` of the codes (a value of
+            `CODE_SHAPES`); None reads it from `on_device`'s output (a Keras
+            model), else the published 1x1x32.
+
+        Raises:
+          ValueError: a code shape no cut produces.
         """
         kwargs.setdefault("name", "attacker")
         super().__init__(**kwargs)
         self.on_device = on_device
         self.defense = defense
         self.augmentation = surrogate_augmentation() if augment else None
+        if code_shape is None:
+            code_shape = (
+                on_device.compute_output_shape((1, IMAGE_SIZE, IMAGE_SIZE, 1))[1:]
+                if isinstance(on_device, keras.Layer)
+                else CODE_SHAPE
+            )
+        self.code_shape = tuple(int(d) for d in code_shape)
         self.decoder = keras.Sequential(
-            [keras.Input(CODE_SHAPE)]
-            + [
-                keras.layers.Conv2DTranspose(
-                    filters, kernel, strides=stride, activation="relu", name=f"deconv{index}"
-                )
-                for index, (filters, kernel, stride) in enumerate(_DECONV_BLOCKS, start=1)
-            ],
-            name="decoder",
+            [keras.Input(self.code_shape)] + decoder_layers(self.code_shape), name="decoder"
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.built = True  # The decoder starts from an Input: its variables exist.
@@ -106,7 +185,7 @@ class AttackModel(keras.Model):
         return [self.loss_tracker]
 
     def call(self, codes, training: bool = False) -> tf.Tensor:
-        """Codes float32 `[batch, 1, 1, 32]` -> images float32 `[batch, 105, 105, 1]` (>= 0)."""
+        """Codes float32 `[batch, *code_shape]` -> images `[batch, 105, 105, 1]`, unclipped."""
         return self.decoder(codes, training=training)
 
     def _images_and_codes(self, data, training: bool):

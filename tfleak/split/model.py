@@ -23,6 +23,7 @@ from tfleak.data.omniglot import IMAGE_SIZE, NUM_ALPHABETS
 
 __all__ = [
     "BLOCKS",
+    "CONV_BLOCKS",
     "CODE_SHAPE",
     "CODE_SHAPES",
     "NORMALIZATIONS",
@@ -30,11 +31,13 @@ __all__ = [
     "server_layers",
     "TargetModel",
     "compile_target",
+    "device_stage",
+    "server_stage",
 ]
 
 # (filters, kernel, pool size, pool stride) of the four conv blocks (table above).
-_CONV_BLOCKS = ((32, 7, 3, 3), (32, 7, 3, 2), (32, 5, 2, 2), (32, 3, 2, 2))
-BLOCKS = len(_CONV_BLOCKS)
+CONV_BLOCKS = ((32, 7, 3, 3), (32, 7, 3, 2), (32, 5, 2, 2), (32, 3, 2, 2))
+BLOCKS = len(CONV_BLOCKS)
 # cut (blocks on the device) -> the code's [height, width, channels].
 CODE_SHAPES = {1: (33, 33, 32), 2: (13, 13, 32), 3: (4, 4, 32), 4: (1, 1, 32)}
 CODE_SHAPE = CODE_SHAPES[BLOCKS]  # The published cut, after the last block.
@@ -71,7 +74,7 @@ def _blocks(first: int, last: int, dropout_rate: float, norm: str, output_name: 
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMALIZATIONS)}.")
     layers = []
     for index in range(first, last + 1):
-        filters, kernel, pool, stride = _CONV_BLOCKS[index - 1]
+        filters, kernel, pool, stride = CONV_BLOCKS[index - 1]
         final = output_name if index == last else None
         layers += [
             keras.layers.Conv2D(filters, kernel, activation="relu", name=f"conv{index}"),
@@ -216,3 +219,67 @@ def compile_target(model: keras.Model, learning_rate: float = 1e-3) -> keras.Mod
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model
+
+
+def _stage_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of a whole target, images to probabilities, in order."""
+    if isinstance(model, TargetModel):
+        return model.on_device_model.layers + model.server_model.layers
+    inner = getattr(model, "model", None)  # A wrapper such as tfleak.privacy.DPModel.
+    if isinstance(inner, keras.Model):
+        model = inner
+    return list(model.layers)
+
+
+def device_stage(model: keras.Model, cut: int) -> keras.Sequential:
+    """The on-device stage of a trained target cut after block `cut`, sharing its weights.
+
+    The network is the same whatever the cut (only where the code leaves the
+    device moves), so one trained target serves every cut: the stage is the
+    target's own layers from the input through block `cut`'s pooling (and its
+    dropout, if any), no copy. Works for a `TargetModel` of any cut, a
+    Sequential target (`tfleak.privacy.dp_target_model`) and a wrapper of one
+    (`tfleak.privacy.DPModel`).
+
+    Args:
+      model: a built target.
+      cut: conv blocks on the device, 1 to 4.
+
+    Returns:
+      A Sequential model, images float32 `[batch, 105, 105, 1]` in [0, 1] ->
+      codes `[batch, *CODE_SHAPES[cut]]`.
+
+    Raises:
+      ValueError: an unknown cut, or a model with fewer than `cut` pooling layers.
+    """
+    return keras.Sequential(
+        [keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1))] + _split_layers(model, cut)[0],
+        name=f"on_device_cut{cut}",
+    )
+
+
+def server_stage(model: keras.Model, cut: int) -> keras.Sequential:
+    """The server's part of a trained target cut after block `cut`, sharing its weights.
+
+    The counterpart of `device_stage`: codes `[batch, *CODE_SHAPES[cut]]` ->
+    class probabilities; `server_stage(m, k)(device_stage(m, k)(x))` is `m(x)`.
+
+    Raises:
+      ValueError: an unknown cut, or a model with fewer than `cut` pooling layers.
+    """
+    return keras.Sequential(
+        [keras.Input(CODE_SHAPES[cut])] + _split_layers(model, cut)[1], name=f"server_cut{cut}"
+    )
+
+
+def _split_layers(model: keras.Model, cut: int):
+    _check_cut(cut)
+    layers, pools = _stage_layers(model), 0
+    for index, layer in enumerate(layers):
+        if pools == cut and not isinstance(layer, keras.layers.Dropout):
+            return layers[:index], layers[index:]
+        pools += isinstance(layer, keras.layers.MaxPooling2D)
+    raise ValueError(
+        f"model {model.name!r} has {pools} pooling layers and a server part; cut {cut} "
+        f"needs {cut} blocks on the device."
+    )
