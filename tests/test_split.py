@@ -101,6 +101,7 @@ def _train(scheme, checkpoint_dir, callbacks=(), seed=7):
     return target, run
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_training_matches_uninterrupted(scheme, tmp_path):
     """Same weights, Adam state and metrics, although dropout and shuffling are random."""
     uninterrupted, run = _train(scheme, tmp_path / "once")
@@ -300,6 +301,7 @@ def test_white_box_at_the_first_cut_recovers_and_reidentifies_unseen_images(sche
     assert reid.top1 >= 0.9 and reid.chance_top1 == pytest.approx(1 / 340), reid.ranks
 
 
+@pytest.mark.slow
 def test_decoder_at_the_first_cut_reidentifies_unseen_images(scheme, brief_target):
     """The black box at cut 1: a mirrored decoder fitted for one epoch on the device's codes
     of katakana and Sanskrit surrogates re-identifies at least 90% of 48 unseen Tagalog
@@ -447,6 +449,7 @@ def _run_example(data_dir, *flags):
     )
 
 
+@pytest.mark.slow
 def test_example_runs_end_to_end_resumes_and_refuses_other_flags(shared_data, tmp_path):
     flags = [*SMOKE_FLAGS, f"--output_dir={tmp_path}"]
     first = _run_example(shared_data, *flags)
