@@ -58,7 +58,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfleak import metrics as metrics_lib
-from tfleak.attacks.result import AttackResult
+from tfleak.attacks.result import AttackResult, batch_size_of
 from tfleak.threats.federated import FedSGD
 
 __all__ = ["AnalyticRecovery", "classifier_features", "dense_layer_inputs"]
@@ -659,15 +659,7 @@ def _labels(victim, images, gradient, batch_size, known) -> tuple[np.ndarray, st
 
 
 def _batch_size(batch_size, labels, ground_truth) -> int:
-    if batch_size is None:
-        if labels is not None:
-            batch_size = len(np.asarray(labels).reshape(-1))
-        elif ground_truth is not None:
-            batch_size = len(np.asarray(ground_truth[1]).reshape(-1))
-        else:
-            batch_size = 1
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+    batch_size = batch_size_of(batch_size, labels, ground_truth)
     if labels is not None and len(np.asarray(labels).reshape(-1)) != int(batch_size):
         raise ValueError(
             f"{len(np.asarray(labels).reshape(-1))} labels for a batch of {batch_size}."

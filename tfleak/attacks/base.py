@@ -35,7 +35,7 @@ from tfleak.attacks.lbfgs import BatchedLBFGS, ReplicatedLBFGS
 from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching
 from tfleak.attacks.priors import PRIORS
 from tfleak.attacks.registration import REGISTRATIONS
-from tfleak.attacks.result import AttackResult
+from tfleak.attacks.result import AttackResult, batch_size_of
 from tfleak.attacks.trials import AttacksMonitor, RoundOutcome, RoundRows, StopRule
 from tfleak.threats.federated import FedSGD
 
@@ -360,7 +360,7 @@ class GradientInversion:
             observed = victim.check_gradient(gradient)
             _check_observation(observed)
             observations.append(observed)
-        batch_size = self._batch_size(
+        batch_size = batch_size_of(
             batch_size,
             None if labels is None else labels[0],
             None if ground_truths is None else ground_truths[0],
@@ -482,19 +482,6 @@ class GradientInversion:
             self.stall_window,
             self.stall_floor,
         )
-
-    @staticmethod
-    def _batch_size(batch_size, labels, ground_truth) -> int:
-        if batch_size is None:
-            if labels is not None:
-                batch_size = len(np.asarray(labels).reshape(-1))
-            elif ground_truth is not None:
-                batch_size = len(np.asarray(ground_truth[1]).reshape(-1))
-            else:
-                batch_size = 1
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
-        return int(batch_size)
 
     def _labels(self, victim, observed, batch_size, labels) -> Optional[np.ndarray]:
         strategy = self.label_strategy

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["Snapshot", "AttackResult"]
+__all__ = ["Snapshot", "AttackResult", "batch_size_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,3 +90,22 @@ class AttackResult:
             f"reconstruction_shape={shape}, metrics={{{metrics}}}, "
             f"message={self.message!r}, attack={self.attack!r})"
         )
+
+
+def batch_size_of(batch_size, labels, ground_truth) -> int:
+    """The attacked batch size: `batch_size`, else the length of `labels`, else of the
+    ground truth's labels, else 1.
+
+    Raises:
+      ValueError: a batch size below 1.
+    """
+    if batch_size is None:
+        if labels is not None:
+            batch_size = len(np.asarray(labels).reshape(-1))
+        elif ground_truth is not None:
+            batch_size = len(np.asarray(ground_truth[1]).reshape(-1))
+        else:
+            batch_size = 1
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+    return int(batch_size)
