@@ -39,7 +39,10 @@ def quiet_tensorflow_startup() -> None:
     if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1"):
         return
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter): import as usual
+        return
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
