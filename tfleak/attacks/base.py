@@ -394,7 +394,7 @@ class GradientInversion:
             one_hot = tf.one_hot(np.stack([fixed[a] for a in order]), classes)
             probabilities = tf.repeat(one_hot, starts, axis=0)
         bn_targets = self._bn_targets(victim, batch_statistics)
-        objective = self._objective(victim, stacked=True)
+        objective = self._objective(victim)
         zeros = [tf.zeros_like(g) for g in observations[0]]
         zero_distances = [float(objective.distance(zeros, o)) for o in observations]
         zero_distances += [zero_distances[-1]] * (padded - count)
@@ -462,8 +462,9 @@ class GradientInversion:
 
     # -- inputs ---------------------------------------------------------------
 
-    def _objective(self, victim, stacked: bool = False) -> GradientMatching:
-        """The `GradientMatching` this attack minimises (`stacked`: one observation per start)."""
+    def _objective(self, victim) -> GradientMatching:
+        """The `GradientMatching` this attack minimises: each start matches its own
+        attack's observation (a leading axis of starts over the stacked observations)."""
         return GradientMatching(
             victim,
             self.distance,
@@ -471,7 +472,7 @@ class GradientInversion:
             self.bn_first_layer_scale,
             self.vectorize,
             update=self.update,
-            stacked=stacked,
+            stacked=True,
         )
 
     def _stop_rule(self) -> StopRule:
