@@ -28,6 +28,9 @@ import statistics
 import time
 from pathlib import Path
 
+import tfleak  # noqa: F401  first: TensorFlow's start-up lines stay off the terminal
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf

@@ -39,6 +39,9 @@ import platform
 import time
 from pathlib import Path
 
+import tfleak  # noqa: F401  first: TensorFlow's start-up lines stay off the terminal
+
+# isort: split
 import keras
 import numpy as np
 from absl import app, flags

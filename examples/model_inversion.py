@@ -36,6 +36,9 @@ import time
 import zlib
 from pathlib import Path
 
+import tfleak  # noqa: F401  first: TensorFlow's start-up lines stay off the terminal
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
