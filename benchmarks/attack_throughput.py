@@ -29,7 +29,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import dataclasses  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -166,7 +165,7 @@ def main(argv):
     one = record("one at a time", FLAGS.alone, "-", time.perf_counter() - start, trace, alone)
 
     for layout in FLAGS.layouts:
-        attack = dataclasses.replace(base, vectorize=layout == "vectorized")
+        attack = base.replace(vectorize=layout == "vectorized")
         for count in counts:
             arguments = dict(ground_truths=truths[:count], strategy=strategy, verbose=0)
             start = time.perf_counter()

@@ -34,7 +34,7 @@ flags.DEFINE_integer("torch_steps", 300, "LBFGS steps of the reference loop (the
 flags.DEFINE_integer("num_classes", 100, "Victim classes.")
 flags.DEFINE_integer("iterations", 2000, "tfleak L-BFGS iterations per round.")
 flags.DEFINE_integer("restarts", 4, "tfleak rounds from new starts after a failed one.")
-flags.DEFINE_integer("starts_per_round", 1, "tfleak random starts per round.")
+flags.DEFINE_integer("starts", 1, "tfleak random starts per trial.")
 flags.DEFINE_integer("threads", 0, "Intra-op threads for both frameworks (0 = their default).")
 flags.DEFINE_string(
     "output", None, "JSON path (default benchmarks/results/dlg_speed[_quick].json)."
@@ -107,7 +107,7 @@ def main(argv):
         attack = tfleak.DLG(
             iterations=FLAGS.iterations,
             restarts=FLAGS.restarts,
-            starts_per_round=FLAGS.starts_per_round,
+            starts=FLAGS.starts,
             seed=seed,
         )
         result = attack(
@@ -135,7 +135,7 @@ def main(argv):
 
     # Seconds per evaluation: tfleak from a timed compiled run (no tracing).
     timing_attack = tfleak.DLG(
-        iterations=200, restarts=0, starts_per_round=1, stall_window=10**6, tolerance=0.0, seed=0
+        iterations=200, restarts=0, starts=1, stall_window=10**6, tolerance=0.0, seed=0
     )
     observed = victim.gradient(samples.images[:1], tf.constant([3]))
     evaluations = _count_evaluations(timing_attack, victim, observed)
@@ -192,8 +192,8 @@ def _count_evaluations(attack, victim, observed):
     from tfleak.attacks import GradientMatching
     from tfleak.attacks.lbfgs import BatchedLBFGS
 
-    objective = GradientMatching(victim, attack.distance)
-    solver = BatchedLBFGS(objective, 1, True, 1, attack.init, attack.history_size)
+    objective = GradientMatching(victim, attack.objective.distance)
+    solver = BatchedLBFGS(objective, 1, True, 1, attack.trials.init, attack.solver.history_size)
     observed = victim.check_gradient(observed)
     arguments = (observed, tf.zeros((1, 1, victim.num_classes)), ())
     results = solver.initialize(solver.random_starts(0, 0), *arguments)

@@ -108,7 +108,7 @@ def _attack(row: str):
     elif row == "fidelity":
         weights["group"] = 0.0
     return tfleak.GradInversion(
-        starts_per_round=FLAGS.group_size,
+        starts=FLAGS.group_size,
         priors=weights,
         registration="none" if row == "group_mean" else "translation",
         **common,

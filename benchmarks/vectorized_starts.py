@@ -38,7 +38,7 @@ def _seconds_per_step(victim, observed, labels, starts):
 
     attack = tfleak.InvertingGradients(
         iterations=FLAGS.steps,
-        starts_per_round=starts,
+        starts=starts,
         snapshot_every=FLAGS.steps,
         vectorize=FLAGS.vectorize,
     )

@@ -48,7 +48,7 @@ flags.DEFINE_enum("alg", "dlg", ["dlg", "idlg"], "DLG optimises the label; iDLG 
 flags.DEFINE_enum("optimizer", "lbfgs", ["lbfgs", "adam"], "Optimiser of the dummy data.")
 flags.DEFINE_integer("iterations", 3000, "Most optimiser iterations per round.")
 flags.DEFINE_integer("restarts", 4, "Further rounds from new random starts if a round fails.")
-flags.DEFINE_integer("starts_per_round", 1, "Random starts optimised together (L-BFGS).")
+flags.DEFINE_integer("starts", 1, "Random starts optimised together (L-BFGS).")
 flags.DEFINE_float("learning_rate", 0.1, "Adam's step size (> 0).")
 flags.DEFINE_float(
     "tolerance", 1e-8, "Success: gradient distance below this times a zero guess's (>= 0)."
@@ -69,7 +69,7 @@ def _validate_flags() -> Path:
     from tfleak.cli import require_finite
     from tfleak.io import check_writable_dir
 
-    for name in ("iterations", "starts_per_round", "image_size"):
+    for name in ("iterations", "starts", "image_size"):
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be at least 1; got {getattr(FLAGS, name)}.")
     for name in ("restarts", "index"):
@@ -175,14 +175,16 @@ def main(argv):
         raise app.UsageError(str(error)) from error
 
     attack_class = tfleak.DLG if FLAGS.alg == "dlg" else tfleak.IDLG
+    # The step size is a first-order solver's setting; L-BFGS finds its own.
+    first_order = {} if FLAGS.optimizer == "lbfgs" else {"learning_rate": FLAGS.learning_rate}
     attack = attack_class(
         optimizer=FLAGS.optimizer,
         iterations=FLAGS.iterations,
         restarts=FLAGS.restarts,
-        starts_per_round=FLAGS.starts_per_round,
-        learning_rate=FLAGS.learning_rate,
+        starts=FLAGS.starts,
         tolerance=FLAGS.tolerance,
         seed=FLAGS.seed,
+        **first_order,
     )
     print(
         f"Attacking {source} (label {label}) shared by {FLAGS.model} "

@@ -197,7 +197,7 @@ def _make_attack():
     }[FLAGS.attack]
     overrides = {"seed": FLAGS.seed}
     if FLAGS.group_size is not None:
-        overrides["starts_per_round"] = FLAGS.group_size
+        overrides["starts"] = FLAGS.group_size
     if FLAGS.registration is not None:
         if FLAGS.attack != "gradinversion":
             raise app.UsageError("--registration applies to --attack=gradinversion only.")

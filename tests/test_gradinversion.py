@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfleak
-from tfleak.attacks import Candidate, GradientMatching, priors, registration
+from tfleak.attacks import Candidate, GradientMatching, priors, registration, settings
 from tfleak.data import load_examples
 
 
@@ -67,9 +67,13 @@ def test_registration_refuses_mismatched_shapes_and_unknown_names(cifar_batch):
     with pytest.raises(ValueError, match="unknown registration 'flow'"):
         registration.group_consensus(tf.constant(cifar_batch[0][None]), "flow")
     with pytest.raises(ValueError, match="needs a group of seeds"):
-        tfleak.GradInversion(starts_per_round=1)
+        tfleak.GradInversion(starts=1)
     with pytest.raises(ValueError, match="needs a first-order optimizer"):
-        tfleak.GradientInversion(optimizer="lbfgs", priors={"group": 0.01}, starts_per_round=2)
+        tfleak.GradientInversion(
+            objective=settings.Objective(priors={"group": 0.01}),
+            solver=settings.LBFGS(),
+            trials=settings.Trials(starts=2),
+        )
 
 
 # -- Langevin updates --------------------------------------------------------------
@@ -137,11 +141,11 @@ def test_gradinversion_beats_gradient_matching_alone_on_a_real_batch(cifar_batch
     victim = tfleak.as_victim(_small_bn_classifier())
     images, labels = cifar_batch
     observed = victim.gradient(images, tf.one_hot(labels, 10))
-    attack = tfleak.GradInversion(iterations=150, starts_per_round=2)
+    attack = tfleak.GradInversion(iterations=150, starts=2)
     assert "a_group" not in repr(attack) and "'group': 0.01" in repr(attack)
     result = attack(victim, observed, batch_size=2, ground_truth=(images, labels), verbose=0)
     assert sorted(result.labels.tolist()) == [0, 5]  # restored by GradInversion's rule
-    baseline = tfleak.GradInversion(iterations=150, starts_per_round=2, priors={})
+    baseline = tfleak.GradInversion(iterations=150, starts=2, priors={})
     alone = baseline(victim, observed, batch_size=2, ground_truth=(images, labels), verbose=0)
     assert result.consensus_metrics["psnr"] > alone.metrics["psnr"] + 1.0
 
@@ -150,5 +154,7 @@ def test_a_round_runs_exactly_its_iterations_whatever_the_snapshot_interval(cifa
     victim = tfleak.LeNet((32, 32, 3), 10)
     image, label = cifar_batch[0][:1], cifar_batch[1][:1]
     observed = victim.gradient(image, tf.one_hot(label, 10))
-    attack = tfleak.GradientInversion(iterations=7, snapshot_every=5, label_strategy="known")
+    attack = tfleak.GradientInversion(
+        solver=settings.FirstOrder(iterations=7, snapshot_every=5), label_strategy="known"
+    )
     assert attack(victim, observed, labels=label, verbose=0).iterations == 7

@@ -51,7 +51,7 @@ def test_inverting_gradients_on_a_cifar_batch(shared_data, tmp_path):
     assert len(metrics["psnr_per_image"]) == 2 and metrics["dataset"] == "CIFAR-10 (JPEG)"
     assert metrics["label_accuracy"] == 1.0  # known labels
     assert metrics["psnr"] > 10.0
-    assert metrics["hyperparameters"]["distance"] == "cosine"
+    assert metrics["hyperparameters"]["objective"]["distance"] == "cosine"
     assert (tmp_path / "reconstruction.png").stat().st_size > 0
     assert (tmp_path / "progress.gif").stat().st_size > 0
     assert "PSNR" in process.stdout and "Wrote" in process.stdout

@@ -15,7 +15,7 @@ from tfleak.attacks.priors import (
     l2_norm,
     total_variation,
 )
-from tfleak.attacks.trials import RoundMonitor, StopRule
+from tfleak.attacks.trials import TrialMonitor, StopRule
 
 # Two "variables": a 2-vector and a scalar.
 DUMMY = [tf.constant([1.0, 2.0]), tf.constant(3.0)]
@@ -93,7 +93,7 @@ def test_group_consistency_is_zero_until_a_consensus_exists():
 
 
 def _monitor(rule, zero=100.0):
-    return RoundMonitor(rule, zero, iterations=100, round_index=0, verbose=0, on_snapshot=None)
+    return TrialMonitor(rule, zero, iterations=100, trial_index=0, verbose=0, on_snapshot=None)
 
 
 def _image(start):
@@ -115,7 +115,7 @@ def test_stop_rule_abandons_a_stalled_round_above_the_floor_only():
     # Ten iterations later the objective fell to 6 > 0.5 * 10: stalled.
     assert monitor.update(20, np.array([6.0]), np.array([6.0]), _image)
     assert monitor.ending.startswith("stalled at relative distance 0.06 after 20 iterations")
-    # Below the floor (relative 1e-4 < 1e-3) a slow round runs on.
+    # Below the floor (relative 1e-4 < 1e-3) a slow trial runs on.
     slow = _monitor(rule)
     assert not slow.update(10, np.array([0.02]), np.array([0.02]), _image)
     assert not slow.update(20, np.array([0.015]), np.array([0.015]), _image)

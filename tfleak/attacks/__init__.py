@@ -3,15 +3,24 @@ and closed-form recovery from a Dense layer (`AnalyticRecovery`)."""
 
 from tfleak.attacks import labels, priors, registration
 from tfleak.attacks.analytic import AnalyticRecovery
-from tfleak.attacks.base import BN_TARGETS, OPTIMIZERS, GradientInversion
 from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES, Candidate, make_schedule
 from tfleak.attacks.dlg import DLG, IDLG
 from tfleak.attacks.dummy import DummyData
+from tfleak.attacks.engine import GradientInversion
 from tfleak.attacks.gradinversion import GRADINVERSION_PRIORS, GradInversion
 from tfleak.attacks.inverting_gradients import InvertingGradients
 from tfleak.attacks.many import attack_many
 from tfleak.attacks.objectives import GRADIENT_DISTANCES, GradientMatching, get_gradient_distance
 from tfleak.attacks.result import AttackResult, Snapshot
+from tfleak.attacks.settings import (
+    BN_TARGETS,
+    LBFGS,
+    OPTIMIZERS,
+    FirstOrder,
+    GroupConsistency,
+    Objective,
+    Trials,
+)
 
 __all__ = [
     "labels",
@@ -19,6 +28,11 @@ __all__ = [
     "registration",
     "AnalyticRecovery",
     "GradientInversion",
+    "Objective",
+    "LBFGS",
+    "FirstOrder",
+    "Trials",
+    "GroupConsistency",
     "DLG",
     "IDLG",
     "InvertingGradients",

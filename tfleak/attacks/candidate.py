@@ -51,7 +51,7 @@ def make_schedule(name: str, learning_rate: float, iterations: int, warmup: int 
         Inverting Gradients' MultiStepLR); 'cosine' (cosine decay to 0 after a
         linear warm-up of `warmup` steps, as GradInversion).
       learning_rate: the peak step size, in image units ([0, 1] pixels).
-      iterations: steps of one round.
+      iterations: steps of one trial.
       warmup: warm-up steps (cosine only).
 
     Raises:
@@ -87,7 +87,7 @@ class Candidate(keras.Model):
       boxed: project the data onto [0, 1] after every step.
       langevin: noise scale alpha_n of the Langevin update (0 = none).
       init: a key of `DUMMY_INITS`.
-      seed: seed of start 0; start i of round r uses `seed + r * starts + i`
+      seed: seed of start 0; start i of trial r uses `seed + r * starts + i`
         (with `seed_period` P: `seed + r * P + i mod P`, so every block of P
         starts, one attack of `tfleak.attacks.many`, begins as one alone would).
       group_every: steps between refreshes of the group consensus.
@@ -168,10 +168,10 @@ class Candidate(keras.Model):
     def metrics(self):
         return [self.objective_tracker, self.distance_tracker]
 
-    def reset(self, round_index: int) -> None:
-        """New random starts for round `round_index`, and a fresh optimizer state."""
+    def reset(self, trial_index: int) -> None:
+        """New random starts for trial `trial_index`, and a fresh optimizer state."""
         period = self.seed_period
-        seeds = [self.seed + round_index * period + i % period for i in range(self.starts)]
+        seeds = [self.seed + trial_index * period + i % period for i in range(self.starts)]
         rows = [DUMMY_INITS[self.init](seed)(self.data_shape[1:]) for seed in seeds]
         self.dummy_data.assign(tf.stack(rows))
         logits = [
@@ -181,7 +181,7 @@ class Candidate(keras.Model):
         self.dummy_label_logits.assign(tf.stack(logits))
         self.consensus.assign(tf.zeros_like(self.consensus))
         self.consensus_weight.assign(0.0)
-        self._noise_seed.assign(round_index * 1_000_003)
+        self._noise_seed.assign(trial_index * 1_000_003)
         if getattr(self, "optimizer", None) is not None:
             # A fresh optimizer state: step count and moments to zero (the
             # learning rate, a variable when constant, keeps its value).

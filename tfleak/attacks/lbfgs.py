@@ -92,18 +92,18 @@ class BatchedLBFGS:
             return data, None
         return data, tf.reshape(positions[:, self.data_size :], self.logits_shape)
 
-    def random_starts(self, seed: int, round_index: int, starts=None, period=None) -> tf.Tensor:
-        """`[starts, dimension]` random starts; start `i` uses seed `seed + round * starts + i`.
+    def random_starts(self, seed: int, trial_index: int, starts=None, period=None) -> tf.Tensor:
+        """`[starts, dimension]` random starts; start `i` uses seed `seed + trial * starts + i`.
 
         `starts`: how many (default: the solver's). `period` P: start `i` uses
-        `seed + round * P + i mod P` instead (every block of P starts, one
+        `seed + trial * P + i mod P` instead (every block of P starts, one
         attack of `tfleak.attacks.many`, begins as one attack alone would).
         """
         starts = self.starts if starts is None else int(starts)
         period = starts if period is None else int(period)
         rows = []
         for i in range(starts):
-            start_seed = seed + round_index * period + i % period
+            start_seed = seed + trial_index * period + i % period
             parts = [tf.reshape(DUMMY_INITS[self.init](start_seed)(self.data_shape[1:]), [-1])]
             if self.optimise_labels:
                 logits = keras.initializers.RandomNormal(0.0, 1.0, seed=start_seed + 1)
@@ -235,9 +235,9 @@ class ReplicatedLBFGS:
         state = self._resume_fn(results.per_replica, max_iterations, observed, labels, bn_targets)
         return Replicated(state, self._merge(state))
 
-    def random_starts(self, seed: int, round_index: int, period=None) -> tf.Tensor:
+    def random_starts(self, seed: int, trial_index: int, period=None) -> tf.Tensor:
         """The starts one solver of all `starts` would draw (same seeds)."""
-        return self.solver.random_starts(seed, round_index, self.starts, period)
+        return self.solver.random_starts(seed, trial_index, self.starts, period)
 
     def unpack(self, positions: tf.Tensor):
         data = tf.reshape(positions[:, : self.solver.data_size], self.data_shape)

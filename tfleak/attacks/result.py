@@ -7,15 +7,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["Snapshot", "AttackResult", "batch_size_of"]
+__all__ = ["Snapshot", "AttackResult", "attack_result", "batch_size_of"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """The best dummy batch of a round at one iteration.
+    """The best dummy batch of a trial at one iteration.
 
     Attributes:
-      iteration: optimiser iterations done in this round.
+      iteration: optimiser iterations done in this trial.
       relative_distance: gradient distance over the distance of a zero
         gradient (1 = no better than guessing zeros; 0 = exact match).
       images: `[batch, h, w, c]` float32 in [0, 1].
@@ -40,13 +40,13 @@ class AttackResult:
         distance, e.g. squared L2), inf if every start diverged.
       relative_distance: `gradient_distance` over the distance of a zero
         gradient.
-      iterations: optimiser iterations over all rounds.
-      evaluations: objective (and gradient) evaluations over all rounds, per
+      iterations: optimiser iterations over all trials.
+      evaluations: objective (and gradient) evaluations over all trials, per
         start: equal to `iterations` for first-order steps, more for L-BFGS
         (its line search).
-      restarts_used: rounds from fresh random starts after the first.
+      restarts_used: trials from fresh random starts after the first.
       seconds: wall-clock seconds, compilation included.
-      history: snapshots of the winning round, for figures.
+      history: snapshots of the winning trial, for figures.
       metrics: filled when the ground truth was given, after matching the
         reconstructed batch to the true one (`tfleak.metrics.evaluate`): means
         `mse`, `psnr` (dB, an exact match capped at `psnr_capped_at`), `ssim`,
@@ -54,7 +54,7 @@ class AttackResult:
       attack: the attack and every hyperparameter it ran with.
       message: one line on how it ended (converged, stalled, diverged).
       consensus: with group consistency, `[batch, h, w, c]` float32 in
-        [0, 1]: the winning round's registered mean of all seeds at the end
+        [0, 1]: the winning trial's registered mean of all seeds at the end
         (GradInversion's consensus); None otherwise.
       consensus_metrics: `metrics` of the consensus, when the ground truth
         was given.
@@ -109,3 +109,72 @@ def batch_size_of(batch_size, labels, ground_truth) -> int:
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
     return int(batch_size)
+
+
+def attack_result(
+    attack, best, fixed_labels, zero_distance, iterations, trials, message, seconds,
+    ground_truth, evaluations=0,
+) -> AttackResult:  # fmt: skip
+    """The `AttackResult` of one attack's best start over its trials.
+
+    Args:
+      attack: the attack (kept in the result for its `repr`).
+      best: its best `TrialOutcome`, or None when every start diverged.
+      fixed_labels: `[batch]` labels it held fixed, or None (optimised).
+      zero_distance: the gradient distance of a zero guess.
+      iterations, evaluations: solver iterations and objective evaluations.
+      trials: trials run.
+      message: how the last trial ended.
+      seconds: wall-clock seconds of the attack.
+      ground_truth: `(images, labels)` to fill `metrics`, or None.
+    """
+    from tfleak import metrics as metrics_lib
+
+    failed = AttackResult(
+        reconstruction=None,
+        labels=None,
+        success=False,
+        gradient_distance=float("inf"),
+        relative_distance=float("inf"),
+        iterations=iterations,
+        restarts_used=trials - 1,
+        seconds=seconds,
+        evaluations=evaluations,
+        attack=attack,
+        message=f"failed: every start diverged ({message})",
+    )
+    if best is None or not np.all(np.isfinite(best.data)):
+        return failed
+    if fixed_labels is not None:
+        predicted = np.asarray(fixed_labels, np.int64)
+    else:
+        predicted = np.argmax(best.label_logits, axis=-1).astype(np.int64)
+    relative = best.distance / zero_distance
+    success = bool(relative < attack.trials.tolerance)
+    result = AttackResult(
+        reconstruction=np.clip(best.data, 0.0, 1.0).astype(np.float32),
+        labels=predicted,
+        success=success,
+        gradient_distance=float(best.distance),
+        relative_distance=float(relative),
+        iterations=iterations,
+        restarts_used=trials - 1,
+        seconds=seconds,
+        evaluations=evaluations,
+        history=best.history,
+        attack=attack,
+        message=("converged, " if success else "failed: did not converge, ") + message,
+        consensus=None
+        if best.consensus is None
+        else np.clip(best.consensus, 0.0, 1.0).astype(np.float32),
+    )
+    if ground_truth is not None:
+        images, true_labels = ground_truth
+        result.metrics = metrics_lib.evaluate(
+            images, result.reconstruction, true_labels, result.labels
+        )
+        if result.consensus is not None:
+            result.consensus_metrics = metrics_lib.evaluate(
+                images, result.consensus, true_labels, result.labels
+            )
+    return result

@@ -1,13 +1,13 @@
-"""Rounds, restarts, stall detection and choosing the best start: one place for every attack.
+"""Trials, restarts, stall detection and choosing the best start: one place for every attack.
 
 Gradient inversion is seed-sensitive: one start converges, another stays
-noise. An attack runs rounds of `starts` independent starts; during a round a
-`RoundMonitor` sees every start's objective and gradient distance every few
-iterations, records snapshots, shows progress, and ends the round when the
+noise. An attack runs trials of `starts` independent starts; during a trial a
+`TrialMonitor` sees every start's objective and gradient distance every few
+iterations, records snapshots, shows progress, and ends the trial when the
 best start converged (relative distance below the tolerance), every start
-diverged (NaN/inf), or the objective stalled. Rounds follow each other from
+diverged (NaN/inf), or the objective stalled. Trials follow each other from
 new random starts until one is in a solution's basin or the restarts are used
-up; the start with the smallest gradient distance over all rounds wins.
+up; the start with the smallest gradient distance over all trials wins.
 Success is judged without the ground truth, as a real attacker must.
 """
 
@@ -21,12 +21,12 @@ import numpy as np
 
 from tfleak.attacks.result import Snapshot
 
-__all__ = ["AttacksMonitor", "StopRule", "RoundMonitor", "RoundOutcome", "RoundRows"]
+__all__ = ["AttacksMonitor", "StopRule", "TrialMonitor", "TrialOutcome", "TrialRows"]
 
 
 @dataclasses.dataclass(frozen=True)
 class StopRule:
-    """When a round ends early.
+    """When a trial ends early.
 
     Attributes:
       tolerance: converged when the best relative gradient distance is below
@@ -34,8 +34,8 @@ class StopRule:
       stall_ratio: stalled when the best objective shrank by less than this
         factor over the last `stall_window` iterations (None: never stalls).
       stall_window: iterations over which progress is measured.
-      stall_floor: below this relative distance a round is in the basin of a
-        solution and is never abandoned as stalled; no further round follows.
+      stall_floor: below this relative distance a trial is in the basin of a
+        solution and is never abandoned as stalled; no further trial follows.
     """
 
     tolerance: float
@@ -45,8 +45,8 @@ class StopRule:
 
 
 @dataclasses.dataclass
-class RoundOutcome:
-    """The best start of one round."""
+class TrialOutcome:
+    """The best start of one trial."""
 
     distance: float  # the gradient distance (not relative), inf if all diverged
     data: Optional[np.ndarray]  # [batch, h, w, c] as optimised (unclipped)
@@ -55,12 +55,12 @@ class RoundOutcome:
     iterations: int
     ending: str
     consensus: Optional[np.ndarray] = None  # [batch, h, w, c], group consistency only
-    evaluations: int = 0  # objective evaluations in the round (per start)
+    evaluations: int = 0  # objective evaluations in the trial (per start)
 
 
 @dataclasses.dataclass
-class RoundRows:
-    """Every start of one round at its end, for choosing the best of some of them."""
+class TrialRows:
+    """Every start of one trial at its end, for choosing the best of some of them."""
 
     distances: np.ndarray  # [starts], inf where the start diverged
     data: np.ndarray  # [starts, batch, h, w, c] as optimised (unclipped)
@@ -68,12 +68,12 @@ class RoundRows:
     consensus: Optional[np.ndarray] = None  # [batch, h, w, c], group consistency only
     evaluations: Optional[int] = None  # objective evaluations (None: one per iteration)
 
-    def best(self, monitor, rows: Optional[slice] = None) -> RoundOutcome:
-        """The `RoundOutcome` of the start with the smallest distance among `rows`
+    def best(self, monitor, rows: Optional[slice] = None) -> TrialOutcome:
+        """The `TrialOutcome` of the start with the smallest distance among `rows`
         (default: all), with the history and ending `monitor` recorded."""
         index = np.arange(len(self.distances))[rows if rows is not None else slice(None)]
         best = int(index[np.argmin(self.distances[index])])
-        return RoundOutcome(
+        return TrialOutcome(
             distance=float(self.distances[best]),
             data=self.data[best],
             label_logits=None if self.label_logits is None else self.label_logits[best],
@@ -85,21 +85,21 @@ class RoundRows:
         )
 
 
-class RoundMonitor:
-    """Watches one round: snapshots, progress bar, and the stop rule.
+class TrialMonitor:
+    """Watches one trial: snapshots, progress bar, and the stop rule.
 
     Args:
       rule: a `StopRule`.
       zero_distance: the gradient distance of a zero guess (> 0).
-      iterations: the round's iteration budget (for the progress bar).
-      round_index: which round (passed to `on_snapshot`).
+      iterations: the trial's iteration budget (for the progress bar).
+      trial_index: which trial (passed to `on_snapshot`).
       verbose: 0 silent, 1 a progress bar.
-      on_snapshot: called as `on_snapshot(round_index, snapshot)`.
+      on_snapshot: called as `on_snapshot(trial_index, snapshot)`.
     """
 
-    def __init__(self, rule, zero_distance, iterations, round_index, verbose, on_snapshot):
+    def __init__(self, rule, zero_distance, iterations, trial_index, verbose, on_snapshot):
         self.rule, self.zero_distance = rule, float(zero_distance)
-        self.round_index, self.on_snapshot = round_index, on_snapshot
+        self.trial_index, self.on_snapshot = trial_index, on_snapshot
         self.history: list[Snapshot] = []
         self._best_at: dict[int, float] = {}
         self.ending = f"stopped after {iterations} iterations"
@@ -114,7 +114,7 @@ class RoundMonitor:
     def update(
         self, iteration: int, objectives, distances, images: Callable[[int], np.ndarray]
     ) -> bool:
-        """Records iteration `iteration`; returns True when the round should end.
+        """Records iteration `iteration`; returns True when the trial should end.
 
         Args:
           objectives: `[starts]` objective values (distance plus priors).
@@ -131,7 +131,7 @@ class RoundMonitor:
             snapshot = Snapshot(iteration, relative, images(best))
             self.history.append(snapshot)
             if self.on_snapshot is not None:
-                self.on_snapshot(self.round_index, snapshot)
+                self.on_snapshot(self.trial_index, snapshot)
         if self._progress is not None:
             self._progress.update(
                 min(iteration, self._budget),
@@ -161,8 +161,8 @@ class RoundMonitor:
         """Records that L-BFGS's line search could not improve any start.
 
         Args:
-          iteration: iterations done in this round.
-          distances: `[starts]` gradient distances of this round's starts.
+          iteration: iterations done in this trial.
+          distances: `[starts]` gradient distances of this trial's starts.
         """
         distances = np.asarray(distances, np.float64)
         finite = distances[np.isfinite(distances)]
@@ -173,18 +173,18 @@ class RoundMonitor:
         )
 
     def close(self) -> None:
-        """Completes the progress bar of a round that ended early."""
+        """Completes the progress bar of a trial that ended early."""
         if self._progress is not None and self.iterations < self._budget:
             self._progress.update(self._budget, finalize=True)
 
 
 class AttacksMonitor:
-    """One round of A attacks: a `RoundMonitor` per attack over its rows.
+    """One trial of A attacks: a `TrialMonitor` per attack over its rows.
 
     Attack `a`'s starts are rows `[a * starts, (a + 1) * starts)`. An attack
-    whose monitor ends its round (converged, diverged, stalled) stops being
+    whose monitor ends its trial (converged, diverged, stalled) stops being
     watched; its rows keep stepping with the others (the graph is shared) and
-    its result is its best start at the round's end. The round ends when
+    its result is its best start at the trial's end. The trial ends when
     every attack's has. One attack shows its own progress bar and snapshots
     (`on_snapshot`); several share one bar.
 
@@ -192,22 +192,22 @@ class AttacksMonitor:
       rule: the `StopRule`.
       zero_distances: per attack, the gradient distance of a zero guess.
       starts: starts per attack.
-      iterations: the round's iteration budget.
-      round_index: which round.
+      iterations: the trial's iteration budget.
+      trial_index: which trial.
       verbose: 0 silent, 1 a progress bar.
-      on_snapshot: for one attack, called as `on_snapshot(round_index, snapshot)`.
+      on_snapshot: for one attack, called as `on_snapshot(trial_index, snapshot)`.
     """
 
     def __init__(
-        self, rule, zero_distances, starts, iterations, round_index, verbose, on_snapshot=None
+        self, rule, zero_distances, starts, iterations, trial_index, verbose, on_snapshot=None
     ):
         alone = len(zero_distances) == 1
         self.monitors = [
-            RoundMonitor(
+            TrialMonitor(
                 rule,
                 zero,
                 iterations,
-                round_index,
+                trial_index,
                 verbose if alone else 0,
                 on_snapshot if alone else None,
             )
@@ -256,7 +256,7 @@ class AttacksMonitor:
                 ],
             )
         if not any(self.active):
-            self.ending = f"every attack's round ended by iteration {iteration}"
+            self.ending = f"every attack's trial ended by iteration {iteration}"
             return True
         return False
 
@@ -269,7 +269,7 @@ class AttacksMonitor:
         self.ending = f"line search could not improve any start after {iteration} iterations"
 
     def close(self) -> None:
-        """Completes the progress bar(s) of a round that ended early."""
+        """Completes the progress bar(s) of a trial that ended early."""
         for monitor in self.monitors:
             monitor.close()
         if self._progress is not None and self.iterations < self._budget:
