@@ -118,7 +118,7 @@ def _attack(row: str):
 def _victim(kind: str):
     import tfleak
     from tfleak.models import VICTIMS
-    from tfleak.models.training import train_victim
+    from tfleak.training.victims import train_victim
 
     builder = functools.partial(VICTIMS["resnet20"], (32, 32, 3), 10)
     if kind == "fresh":

@@ -96,7 +96,7 @@ def _batch(data_dir: Path, batch_size: int, index, seed: int):
 def _keras_victim(name: str, seed: int, trained_epochs: int, data_dir: Path):
     from tfleak.models.convnet import convnet
     from tfleak.models.resnet import resnet, resnet18
-    from tfleak.models.training import train_victim
+    from tfleak.training.victims import train_victim
 
     builders = {
         "convnet": convnet,

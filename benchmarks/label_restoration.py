@@ -151,7 +151,7 @@ def _victim(model_name: str):
 def _fresh_victim(model_name: str):
     import tfleak
     from tfleak.models import VICTIMS
-    from tfleak.models.training import train_victim
+    from tfleak.training.victims import train_victim
 
     if FLAGS.trained_epochs == 0:
         return tfleak.models.get_victim(model_name, (32, 32, 3), 10, seed=FLAGS.seed), None

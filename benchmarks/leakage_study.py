@@ -241,7 +241,7 @@ def _victim(name: str, epochs: int, cache: dict):
     """`(victim, test accuracy or None)`, built once per (name, epochs)."""
     import tfleak
     from tfleak.models import VICTIMS
-    from tfleak.models.training import train_victim
+    from tfleak.training.victims import train_victim
 
     if (name, epochs) not in cache:
         model = VICTIMS[name]((32, 32, 3), 10, seed=FLAGS.seed)

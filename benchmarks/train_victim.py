@@ -3,7 +3,7 @@
     python benchmarks/train_victim.py --model=resnet20 --epochs=15 \
         --data_dir=../shared/data --output_dir=tfleak/models/weights
 
-Training goes through `tfleak.models.training.train_victim` (SGD with Nesterov
+Training goes through `tfleak.training.victims.train_victim` (SGD with Nesterov
 momentum 0.9, cosine decay from 0.1, decoupled weight decay 5e-4, random
 crops and flips; one checkpoint per epoch, so a killed run resumes after its
 last finished epoch). With `--init_weights`, training starts from those weights instead of a fresh
@@ -46,7 +46,7 @@ def main(argv):
         raise app.UsageError(f"--epochs must be at least 1; got {FLAGS.epochs}.")
     from tfleak.io import atomic_write, atomic_write_json, read_json
     from tfleak.models import VICTIMS
-    from tfleak.models.training import train_victim
+    from tfleak.training.victims import train_victim
 
     def build(seed):
         return VICTIMS[FLAGS.model]((32, 32, 3), 10, seed=seed)

@@ -308,9 +308,7 @@ def test_the_example_attacks_a_defended_fedavg_update_and_reports_it(shared_data
         f"--data_dir={shared_data}",
         "--indices=3000",
         "--iterations=2",
-        "--update=fedavg",
-        "--local_steps=2",
-        "--local_learning_rate=1e-2",
+        "--update=fedavg:2/0.01",
         "--defense=prune:0.5",
         "--defense=quantize:8",
         "--adaptive",
@@ -318,6 +316,9 @@ def test_the_example_attacks_a_defended_fedavg_update_and_reports_it(shared_data
     )
     assert process.returncode == 0, process.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert (metrics["update"], metrics["local_steps"], metrics["adaptive"]) == ("fedavg", 2, True)
+    assert metrics["update"] == "fedavg:2/0.01"
     assert metrics["defense"] == ["prune:0.5", "quantize:8"] and metrics["epsilon"] is None
-    assert "defences: ['prune:0.5', 'quantize:8']" in process.stdout
+    # The attacker simulates the same release: two local steps, both defences, adaptively.
+    simulated = metrics["hyperparameters"]["update"]
+    assert simulated["update"]["local_steps"] == 2 and simulated["adaptive"] is True
+    assert simulated["defenses"] == [{"fraction": 0.5}, {"mode": 8}]

@@ -15,7 +15,7 @@ from tfleak.attacks.priors import (
     l2_norm,
     total_variation,
 )
-from tfleak.attacks.trials import TrialMonitor, StopRule
+from tfleak.attacks.trials import StopRule, TrialMonitor
 
 # Two "variables": a 2-vector and a scalar.
 DUMMY = [tf.constant([1.0, 2.0]), tf.constant(3.0)]

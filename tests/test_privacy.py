@@ -1,5 +1,5 @@
-"""DP-SGD / DP-Adam training (tfleak.privacy.dp), its Gaussian sum query, its epsilon,
-the saved on-device stage, and parity with tensorflow-privacy 0.9.0 (recorded in
+"""DP-SGD / DP-Adam training (tfleak.privacy.dp, .records, .target), its Gaussian sum query,
+its epsilon, the saved on-device stage, and parity with tensorflow-privacy 0.9.0 (recorded in
 benchmarks/results/tf_privacy_parity.json by benchmarks/tf_privacy_parity.py)."""
 
 from __future__ import annotations

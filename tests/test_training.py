@@ -10,7 +10,7 @@ import pytest
 
 from tfleak.io import read_json
 from tfleak.models.resnet import resnet, resnet20
-from tfleak.models.training import CACHE_DIR_ENV, default_cache_dir, train_victim
+from tfleak.training.victims import CACHE_DIR_ENV, default_cache_dir, train_victim
 
 
 @pytest.fixture(scope="module")

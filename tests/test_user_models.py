@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfleak
-from tfleak.models.victim import soft_cross_entropy
+from tfleak.models.loss import soft_cross_entropy
 
 
 class TutorialNet(keras.Model):

@@ -25,7 +25,6 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from tfleak import metrics as metrics_lib
 from tfleak.attacks.inputs import batch_norm_targets, check_observation, fixed_labels
 from tfleak.attacks.labels import LABEL_STRATEGIES
 from tfleak.attacks.objectives import GradientMatching
@@ -39,6 +38,7 @@ from tfleak.attacks.settings import (
 )
 from tfleak.attacks.solvers import trial_runner
 from tfleak.attacks.trials import AttacksMonitor, StopRule, TrialOutcome
+from tfleak.metrics import check_ground_truth
 from tfleak.threats.federated import FedSGD
 
 __all__ = ["GradientInversion"]
@@ -297,7 +297,7 @@ class GradientInversion:
         )
         if ground_truths is not None:
             ground_truths = [
-                metrics_lib.check_ground_truth(truth, victim, batch_size) for truth in ground_truths
+                check_ground_truth(truth, victim, batch_size) for truth in ground_truths
             ]
         # Label restoration reads a gradient: under FedAvg, the mean local one.
         fixed = [

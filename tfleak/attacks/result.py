@@ -128,7 +128,7 @@ def attack_result(
       seconds: wall-clock seconds of the attack.
       ground_truth: `(images, labels)` to fill `metrics`, or None.
     """
-    from tfleak import metrics as metrics_lib
+    from tfleak.metrics import evaluate
 
     failed = AttackResult(
         reconstruction=None,
@@ -170,11 +170,9 @@ def attack_result(
     )
     if ground_truth is not None:
         images, true_labels = ground_truth
-        result.metrics = metrics_lib.evaluate(
-            images, result.reconstruction, true_labels, result.labels
-        )
+        result.metrics = evaluate(images, result.reconstruction, true_labels, result.labels)
         if result.consensus is not None:
-            result.consensus_metrics = metrics_lib.evaluate(
+            result.consensus_metrics = evaluate(
                 images, result.consensus, true_labels, result.labels
             )
     return result

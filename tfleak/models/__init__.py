@@ -11,15 +11,11 @@ from typing import Callable
 
 from tfleak.models import convnet as _convnet
 from tfleak.models import resnet as _resnet
+from tfleak.models.batch_norm import BATCH_NORM_MODES, AttackBatchNorm
 from tfleak.models.classic import MLP, LeNet, SingleDense, dense, lenet, mlp
+from tfleak.models.loss import flatten_gradient, soft_cross_entropy
 from tfleak.models.resnet import resnet18, resnet20, resnet32
-from tfleak.models.victim import (
-    BATCH_NORM_MODES,
-    AttackBatchNorm,
-    Victim,
-    flatten_gradient,
-    soft_cross_entropy,
-)
+from tfleak.models.victim import Victim
 from tfleak.models.wrap import as_victim
 
 __all__ = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 import keras
 
@@ -25,6 +26,8 @@ __all__ = [
     "RANDOM_LAYERS",
     "all_layers",
     "is_graph_model",
+    "is_softmax",
+    "check_classifier_shape",
     "check_attackable",
     "load_model",
     "require_classifier",
@@ -174,3 +177,27 @@ def load_model(path) -> keras.Model:
                 "or pass the model object."
             ) from None
         raise
+
+
+def is_softmax(layer) -> bool:
+    """True for a Softmax layer or a layer whose activation is softmax."""
+    activation = getattr(layer, "activation", None)
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return activation is not None and getattr(activation, "__name__", "") == "softmax"
+
+
+def check_classifier_shape(input_shape: Sequence[int], num_classes: int) -> tuple:
+    """Validates a victim builder's `input_shape` and `num_classes`; returns the shape as ints.
+
+    Raises:
+      ValueError: a shape that is not three positive sizes, or fewer than 2 classes.
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(
+            f"input_shape must be (height, width, channels) of positive sizes; got {input_shape}."
+        )
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
+    return input_shape

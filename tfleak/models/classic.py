@@ -11,7 +11,8 @@ from typing import Sequence
 
 import keras
 
-from tfleak.models.victim import Victim, check_classifier_shape
+from tfleak.models.checks import check_classifier_shape
+from tfleak.models.victim import Victim
 from tfleak.models.wrap import as_victim
 
 __all__ = ["dense", "mlp", "lenet", "SingleDense", "MLP", "LeNet"]

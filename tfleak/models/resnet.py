@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
-from tfleak.models.victim import check_classifier_shape
+from tfleak.models.checks import check_classifier_shape
 
 __all__ = [
     "CIFAR10_MEAN",

@@ -24,12 +24,7 @@ Every computation runs on weights given as tensors (`gradient_at`,
 `losses_at`), so FedAvg's local steps and per-example gradients evaluate the
 model at other weights without assigning any variable.
 
-The loss is the soft-label cross entropy of DLG (Zhu et al., 2019, code:
-`cross_entropy_for_onehot`), written with `log_softmax` so that the gradient of
-the gradient reaches the labels. (TF's fused
-`softmax_cross_entropy_with_logits`, and the Keras losses built on it, have no
-second-order gradient with respect to the labels: a dummy label optimised
-through them never moves.)
+The loss is the soft-label cross entropy of DLG (`tfleak.models.loss`).
 """
 
 from __future__ import annotations
@@ -42,7 +37,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfleak.models.checks import all_layers, is_graph_model
+from tfleak.models.batch_norm import BATCH_NORM_MODES, AttackBatchNorm, reduction_axes
+from tfleak.models.checks import all_layers, check_classifier_shape, is_graph_model, is_softmax
+from tfleak.models.inputs import check_gradient as _check_gradient
+from tfleak.models.inputs import check_images as _check_images
+from tfleak.models.inputs import labels_to_probabilities as _labels_to_probabilities
+from tfleak.models.loss import flatten_gradient, soft_cross_entropy
 
 __all__ = [
     "BATCH_NORM_MODES",
@@ -53,87 +53,6 @@ __all__ = [
     "check_classifier_shape",
     "is_softmax",
 ]
-
-BATCH_NORM_MODES = ("train", "eval")
-
-
-def soft_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Cross entropy of soft labels, per example, twice differentiable in both.
-
-    Args:
-      labels: `[batch, classes]` float probabilities (rows sum to 1; one-hot
-        for hard labels).
-      logits: `[batch, classes]` float unnormalised scores.
-
-    Returns:
-      `[batch]` float32, `-sum_c labels[:, c] * log_softmax(logits)[:, c]`.
-    """
-    return -tf.reduce_sum(labels * tf.nn.log_softmax(logits, axis=-1), axis=-1)
-
-
-def check_classifier_shape(input_shape: Sequence[int], num_classes: int) -> tuple:
-    """Validates a victim builder's `input_shape` and `num_classes`; returns the shape as ints.
-
-    Raises:
-      ValueError: a shape that is not three positive sizes, or fewer than 2 classes.
-    """
-    input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(
-            f"input_shape must be (height, width, channels) of positive sizes; got {input_shape}."
-        )
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
-    return input_shape
-
-
-def flatten_gradient(gradient: Sequence[tf.Tensor]) -> tf.Tensor:
-    """Concatenates per-variable gradients into a `[1, num_parameters]` row."""
-    return tf.concat([tf.reshape(g, (1, -1)) for g in gradient], axis=1)
-
-
-class AttackBatchNorm(keras.layers.BatchNormalization):
-    """Batch normalisation that never updates its moving statistics.
-
-    Args:
-      use_batch_statistics: normalise with the batch's own mean and (biased)
-        variance, as a client training in training mode does; False uses the
-        moving statistics (inference mode).
-      **kwargs: as `keras.layers.BatchNormalization`.
-    """
-
-    def __init__(self, use_batch_statistics: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.use_batch_statistics = bool(use_batch_statistics)
-
-    def get_config(self):
-        return {**super().get_config(), "use_batch_statistics": self.use_batch_statistics}
-
-    def call(self, inputs, training=None, mask=None):
-        del training, mask
-        axes = _reduction_axes(inputs, self.axis)
-        if self.use_batch_statistics:
-            mean, variance = tf.nn.moments(inputs, axes)
-        else:
-            mean = tf.convert_to_tensor(self.moving_mean)
-            variance = tf.convert_to_tensor(self.moving_variance)
-        gamma = None if self.gamma is None else tf.convert_to_tensor(self.gamma)
-        beta = None if self.beta is None else tf.convert_to_tensor(self.beta)
-        return tf.nn.batch_normalization(inputs, mean, variance, beta, gamma, self.epsilon)
-
-
-def _reduction_axes(inputs, axis) -> list:
-    rank = len(inputs.shape)
-    channel_axes = [a % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])]
-    return [a for a in range(rank) if a not in channel_axes]
-
-
-def is_softmax(layer) -> bool:
-    """True for a Softmax layer or a layer whose activation is softmax."""
-    activation = getattr(layer, "activation", None)
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return activation is not None and getattr(activation, "__name__", "") == "softmax"
 
 
 def _accepts_training(model) -> bool:
@@ -304,7 +223,7 @@ class Victim(keras.Model):
         if not statistics:
             return gradient
         moments = [
-            tf.nn.moments(h, _reduction_axes(h, layer.axis))
+            tf.nn.moments(h, reduction_axes(h, layer.axis))
             for h, layer in zip(bn_inputs, self.batch_norm_layers)
         ]
         return gradient, moments
@@ -381,7 +300,7 @@ class Victim(keras.Model):
         x = self.check_images(x) if tf.executing_eagerly() else x
         _, bn_inputs = self.forward(x)
         return [
-            tf.nn.moments(h, _reduction_axes(h, layer.axis))
+            tf.nn.moments(h, reduction_axes(h, layer.axis))
             for h, layer in zip(bn_inputs, self.batch_norm_layers)
         ]
 
@@ -391,27 +310,10 @@ class Victim(keras.Model):
         """Integer labels `[batch]` -> one-hot; probabilities `[batch, classes]` pass.
 
         Raises:
-          ValueError: an integer label outside [0, num_classes), or a
-            probability tensor of the wrong width.
+          ValueError: a label outside the classes, or probabilities of the wrong
+            width (`tfleak.models.inputs.labels_to_probabilities`).
         """
-        y = tf.convert_to_tensor(y)
-        if y.dtype.is_integer:
-            if y.shape.rank != 1:
-                raise ValueError(f"integer labels must be shaped [batch]; got {y.shape}.")
-            if tf.executing_eagerly():
-                bad = tf.boolean_mask(y, (y < 0) | (y >= self.num_classes)).numpy()
-                if bad.size:
-                    raise ValueError(
-                        f"label {int(bad[0])} is outside the model's classes "
-                        f"0..{self.num_classes - 1}; pass a label in that range or build "
-                        "the victim with more classes (num_classes)."
-                    )
-            return tf.one_hot(y, self.num_classes)
-        if y.shape.rank != 2 or y.shape[-1] != self.num_classes:
-            raise ValueError(
-                f"soft labels must be shaped [batch, {self.num_classes}]; got {y.shape}."
-            )
-        return tf.cast(y, tf.float32)
+        return _labels_to_probabilities(y, self.num_classes)
 
     def check_images(self, x) -> tf.Tensor:
         """Returns `x` as float32 if it is a batch of this victim's images.
@@ -419,25 +321,7 @@ class Victim(keras.Model):
         Raises:
           ValueError: integer pixels (e.g. uint8 0..255) or the wrong shape.
         """
-        if not tf.is_tensor(x):
-            x = np.asarray(x)
-        if (
-            x.dtype in (np.uint8, tf.uint8)
-            or getattr(x.dtype, "is_integer", False)
-            or (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer))
-        ):
-            raise ValueError(
-                f"images must be float32 in [0, 1]; got integer pixels ({x.dtype}). "
-                "Divide by 255 (or use tfleak.data's loaders, which do)."
-            )
-        x = tf.convert_to_tensor(x, tf.float32)
-        if x.shape.rank != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(
-                f"{self.name} takes images shaped [batch, {', '.join(map(str, self.image_shape))}]"
-                f"; got {list(x.shape)}. Resize the images (e.g. --image_size) or build the "
-                "victim for this shape."
-            )
-        return x
+        return _check_images(x, self.image_shape, self.name)
 
     @property
     def classifier_kernel_index(self) -> int:
@@ -465,22 +349,4 @@ class Victim(keras.Model):
         Raises:
           ValueError: wrong number of tensors, or a tensor of the wrong shape.
         """
-        variables = self.trainable_variables
-        gradient = list(gradient)
-        if len(gradient) != len(variables):
-            raise ValueError(
-                f"the gradient has {len(gradient)} tensors but {self.name} has "
-                f"{len(variables)} trainable variables; pass victim.gradient(x, y) of "
-                "this very model."
-            )
-        checked = []
-        for g, v in zip(gradient, variables):
-            g = tf.convert_to_tensor(g, dtype=tf.float32)
-            if tuple(g.shape) != tuple(v.shape):
-                raise ValueError(
-                    f"gradient tensor of shape {tuple(g.shape)} does not match variable "
-                    f"{v.path} of shape {tuple(v.shape)}; pass victim.gradient(x, y) of this "
-                    "model."
-                )
-            checked.append(g)
-        return checked
+        return _check_gradient(gradient, self.trainable_variables, self.name)

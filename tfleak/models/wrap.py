@@ -16,14 +16,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfleak.models.checks import all_layers, check_attackable, is_graph_model, load_model
-from tfleak.models.victim import (
-    BATCH_NORM_MODES,
-    AttackBatchNorm,
-    Victim,
+from tfleak.models.batch_norm import BATCH_NORM_MODES, AttackBatchNorm
+from tfleak.models.checks import (
+    all_layers,
+    check_attackable,
     check_classifier_shape,
+    is_graph_model,
     is_softmax,
+    load_model,
 )
+from tfleak.models.victim import Victim
 
 __all__ = ["as_victim"]
 

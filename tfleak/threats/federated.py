@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-__all__ = ["UPDATES", "FedSGD", "FedAvg", "get_update", "parse_update"]
+__all__ = ["FedSGD", "FedAvg", "parse_update"]
 
 
 def _gradient_at(victim, weights, images, probabilities) -> list:
@@ -216,28 +216,6 @@ class FedAvg:
         """
         scale = -1.0 / (self.local_learning_rate * self.steps(batch_size))
         return [tf.convert_to_tensor(u) * scale for u in observed]
-
-
-UPDATES = {"gradient": FedSGD, "fedavg": FedAvg}
-
-
-def get_update(name: str, **kwargs):
-    """Builds the update registered as `name` ('gradient' or 'fedavg') with `kwargs`.
-
-    Raises:
-      ValueError: an unknown name, or arguments the update does not take.
-    """
-    if name not in UPDATES:
-        raise ValueError(f"unknown update {name!r}; choose one of {', '.join(UPDATES)}.")
-    if name == "gradient" and any(v is not None for v in kwargs.values()):
-        given = ", ".join(k for k, v in kwargs.items() if v is not None)
-        raise ValueError(
-            f"{given} configure FedAvg's local steps; use update='fedavg' with them, or drop "
-            "them for one gradient (FedSGD)."
-        )
-    if name == "gradient":
-        return FedSGD()
-    return FedAvg(**{k: v for k, v in kwargs.items() if v is not None})
 
 
 def parse_update(spec) -> FedSGD | FedAvg:

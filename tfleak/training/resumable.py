@@ -3,21 +3,13 @@
 `train_resumable` fits a compiled model one epoch at a time and checkpoints
 after every epoch, so a killed run (or one paused with SIGSTOP) continues from
 its last whole epoch with the same weights, optimizer state and history as an
-uninterrupted run. A checkpoint directory holds:
+uninterrupted run (what the checkpoint directory holds:
+`tfleak.training.checkpoints`).
 
-- `config.json`: the configuration the run was written under. A later call
-  under another configuration refuses to resume it (or, if asked, starts
-  afresh and says so) instead of silently continuing someone else's run.
-- `epoch-NNNN.weights.h5`: Keras' weights format (`model.save_weights`): the
-  model's variables and its optimizer's (Adam's step count and moments).
-- `checkpoint.json`: which weights file holds how many epochs; written last,
-  it is the commit point of an epoch. A directory without it (such as one of
-  an older TensorFlow-format checkpoint, `checkpoint` + `ckpt-N.index`) holds
-  nothing this function resumes.
-- `history.json`: per-epoch metrics; `best.weights.h5` with early stopping.
-
-Every file is written atomically through `tfleak.io`: a kill leaves the old
-file or the new one, never half of one.
+The configuration the run was written under is stored beside it
+(`config.json`): a later call under another configuration refuses to resume
+it (or, if asked, starts afresh and says so) instead of silently continuing
+someone else's run.
 """
 
 from __future__ import annotations
@@ -32,21 +24,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfleak.io import atomic_write, atomic_write_json, json_safe, read_json
+from tfleak.io import atomic_write_json, json_safe, read_json
+from tfleak.training.checkpoints import (
+    commit_epoch,
+    committed_index,
+    foreign_checkpoint,
+    load_weights,
+    save_weights,
+)
 
 __all__ = [
     "ConfigMismatchError",
     "ON_CONFIG_CHANGE",
     "TrainingRun",
-    "epochs_done",
     "train_resumable",
 ]
 
 # What a rerun with a different configuration does: refuse, or start afresh.
 ON_CONFIG_CHANGE = ("refuse", "restart")
-# Names the checkpoints this module writes, so it resumes no other.
-_FORMAT = "tfleak.train_resumable/keras3-weights.h5"
-_INDEX = "checkpoint.json"
 
 
 class ConfigMismatchError(ValueError):
@@ -142,36 +137,6 @@ def _count(dataset: tf.data.Dataset) -> int:
 def _model_description(model: keras.Model) -> str:
     parameters = sum(int(np.prod(weight.shape)) for weight in model.weights)
     return f"{type(model).__name__}, {parameters} parameters"
-
-
-def _save_weights(model: keras.Model, path: Path) -> None:
-    """`model.save_weights` (model and optimizer variables), written atomically."""
-    atomic_write(path, model.save_weights)
-
-
-def _load_weights(model: keras.Model, path: Path) -> None:
-    if model.optimizer is not None and not model.optimizer.built:
-        # As Keras builds it before a first step under a strategy: on every trainable
-        # variable. Its variables must exist for the saved ones to load into them.
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(path)
-
-
-def _committed(checkpoint_dir: Path) -> dict | None:
-    """The checkpoint index this module wrote in `checkpoint_dir`, or None."""
-    index = read_json(checkpoint_dir / _INDEX)
-    if not isinstance(index, dict) or index.get("format") != _FORMAT:
-        return None
-    if not (checkpoint_dir / str(index.get("weights"))).is_file():
-        return None
-    return index
-
-
-def _foreign_checkpoint(checkpoint_dir: Path) -> str | None:
-    """What in `checkpoint_dir` looks like a checkpoint this module did not write."""
-    if (checkpoint_dir / "checkpoint").is_file() or any(checkpoint_dir.glob("ckpt-*.index")):
-        return "a TensorFlow-format checkpoint (`checkpoint`, `ckpt-N.index`) of an older tfleak"
-    return None
 
 
 def train_resumable(
@@ -279,14 +244,14 @@ def train_resumable(
         history_path = checkpoint_dir / "history.json"
         best_path = checkpoint_dir / "best.weights.h5"
         config_path = checkpoint_dir / "config.json"
-        index = _committed(checkpoint_dir)
+        index = committed_index(checkpoint_dir)
         stored = read_json(config_path)
         problem = None
         if index is not None and stored != full_config:
             changes = "; ".join(_differences(stored or {}, full_config))
             problem = f"a run written under another configuration ({changes})"
-        elif index is None and _foreign_checkpoint(checkpoint_dir):
-            problem = _foreign_checkpoint(checkpoint_dir) + ", which this version cannot resume"
+        elif index is None and foreign_checkpoint(checkpoint_dir):
+            problem = foreign_checkpoint(checkpoint_dir) + ", which this version cannot resume"
         if problem:
             if on_config_change == "refuse":
                 raise ConfigMismatchError(
@@ -309,7 +274,7 @@ def train_resumable(
                     f"more than the {epochs} asked for; ask for >= {run.resumed_from_epoch} "
                     "epochs or use another output directory."
                 )
-            _load_weights(model, checkpoint_dir / index["weights"])
+            load_weights(model, checkpoint_dir / index["weights"])
             # history.json is written before the index: it may hold one epoch more.
             history = read_json(history_path, default=[]) or []
             run.history = history[: run.resumed_from_epoch]
@@ -367,12 +332,12 @@ def train_resumable(
             if record[metric] < best["value"]:
                 best = {"value": record[metric], "epoch": epoch + 1}
                 if best_path is not None:
-                    _save_weights(model, best_path)
+                    save_weights(model, best_path)
                 else:
                     best["weights"] = model.get_weights()
             stopped = epoch + 1 - best["epoch"] >= patience
         if checkpoint_dir is not None:
-            _commit(model, checkpoint_dir, epoch + 1, run.history)
+            commit_epoch(model, checkpoint_dir, epoch + 1, run.history)
         if log:
             metrics = ", ".join(
                 f"{key} {value:.4f}"
@@ -384,7 +349,7 @@ def train_resumable(
         if "weights" in best:
             model.set_weights(best["weights"])
         elif best_path is not None and best_path.is_file():
-            _load_weights(model, best_path)
+            load_weights(model, best_path)
         if log and best["epoch"] != len(run.history):
             log(
                 f"{name}: early stopping kept epoch {best['epoch']} "
@@ -392,22 +357,3 @@ def train_resumable(
             )
         run.best_epoch = best["epoch"]
     return run
-
-
-def _commit(model: keras.Model, checkpoint_dir: Path, done: int, history: list) -> None:
-    """Saves epoch `done`: history, then weights, then the index that points at them."""
-    atomic_write_json(checkpoint_dir / "history.json", history)
-    weights = f"epoch-{done:04d}.weights.h5"
-    _save_weights(model, checkpoint_dir / weights)
-    atomic_write_json(
-        checkpoint_dir / _INDEX, {"format": _FORMAT, "epochs_done": done, "weights": weights}
-    )
-    for old in checkpoint_dir.glob("epoch-*.weights.h5"):
-        if old.name != weights:
-            old.unlink()
-
-
-def epochs_done(checkpoint_dir) -> int:
-    """Epochs that `train_resumable`'s checkpoint in `checkpoint_dir` holds (0 if none)."""
-    index = _committed(Path(checkpoint_dir))
-    return 0 if index is None else int(index["epochs_done"])

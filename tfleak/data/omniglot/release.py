@@ -15,18 +15,15 @@ in the same order either way. Without the zips it falls back to
 
 `small1` and `small2` share the Greek and Latin alphabets: 1,000 byte-identical
 images. `load_omniglot` can drop alphabets, or images, present in another split;
-the experiment's schemes (`tfleak.data.omniglot_schemes`) use that to keep the
+the experiment's schemes (`tfleak.data.omniglot.schemes`) use that to keep the
 attacker's training and test images disjoint.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
-import struct
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -46,13 +43,6 @@ __all__ = [
     "load_omniglot",
     "split_alphabets",
     "image_digests",
-    "OmniglotScheme",
-    "OMNIGLOT_SCHEMES",
-    "omniglot_scheme",
-    "describe_scheme",
-    "MNIST_ALPHABET_ID",
-    "mnist_surrogate",
-    "split_by_alphabet",
 ]
 
 IMAGE_SIZE = 105
@@ -299,204 +289,3 @@ def load_omniglot(
         dataset = dataset.enumerate().filter(lambda index, _: keep[index])
         dataset = dataset.map(lambda _, element: element)
     return dataset
-
-
-@dataclass(frozen=True)
-class OmniglotScheme:
-    """Which Omniglot images train and test the target and the attacker.
-
-    Attributes:
-      description: one line for logs and results.
-      target_split: the split the target trains and validates on.
-      target_train_size: the first this many images (tfds order) train the
-        target, the rest validate it.
-      attacker_train: (split, alphabets or None for all) the attacker's
-        surrogate images.
-      attacker_test: (split, alphabets or None for all) the images it inverts.
-      attacker_test_exclude_alphabets_of: splits whose alphabets are removed
-        from the attacker's test images.
-    """
-
-    description: str
-    target_split: str
-    target_train_size: int
-    attacker_train: tuple
-    attacker_test: tuple
-    attacker_test_exclude_alphabets_of: tuple = ()
-
-
-OMNIGLOT_SCHEMES = {
-    "tfds": OmniglotScheme(
-        description=(
-            "as published: target on tfds 'test' (20 evaluation alphabets, first 11,000 "
-            "train / 2,180 validate); attacker trains on 'small1', tests on 'small2' minus "
-            "small1's alphabets (Greek and Latin, 1,000 images shared)"
-        ),
-        target_split="test",
-        target_train_size=11000,
-        attacker_train=("small1", None),
-        attacker_test=("small2", None),
-        attacker_test_exclude_alphabets_of=("small1",),
-    ),
-    "offline": OmniglotScheme(
-        description=(
-            "from the two small zips: target on 'small1' (5 alphabets, first 2,270 train / "
-            "450 validate); attacker trains on small2's Japanese (katakana) and Sanskrit, "
-            "tests on small2's Tagalog"
-        ),
-        target_split="small1",
-        target_train_size=2270,
-        attacker_train=("small2", ("Japanese_(katakana)", "Sanskrit")),
-        attacker_test=("small2", ("Tagalog",)),
-    ),
-}
-
-
-def _to_image_alphabet(element):
-    """dict -> (image float32 `[105, 105, 1]` in [0, 1], alphabet int64)."""
-    image = tf.cast(element["image"][..., :1], tf.float32) / 255.0
-    return image, element["alphabet"]
-
-
-def _get_scheme(name: str) -> OmniglotScheme:
-    if name not in OMNIGLOT_SCHEMES:
-        raise ValueError(
-            f"unknown Omniglot scheme {name!r}; choose one of {', '.join(OMNIGLOT_SCHEMES)}."
-        )
-    return OMNIGLOT_SCHEMES[name]
-
-
-def omniglot_scheme(name: str, data_dir=None) -> dict[str, tf.data.Dataset]:
-    """The four datasets of a model-inversion scheme (see `OMNIGLOT_SCHEMES`).
-
-    Args:
-      name: 'tfds' (the published setup; needs the full release or tfds) or
-        'offline' (only the two small zips).
-      data_dir: folder with the release zips; defaults to `$TFLEAK_DATA_DIR`.
-
-    Returns:
-      Dict with keys `target_train`, `target_val`, `attacker_train`,
-      `attacker_test`; each a finite, deterministic, in-memory cached
-      `tf.data.Dataset` of `(image, alphabet)`: image float32 `[105, 105, 1]`
-      in [0, 1] (1 = white paper), alphabet int64 in [0, 50).
-
-    Raises:
-      ValueError: unknown scheme, or a corrupt zip.
-      FileNotFoundError: a zip the scheme needs is missing and tfds cannot
-        load it offline.
-    """
-    scheme = _get_scheme(name)
-    target = load_omniglot(scheme.target_split, data_dir).map(_to_image_alphabet).cache()
-    train_split, train_alphabets = scheme.attacker_train
-    test_split, test_alphabets = scheme.attacker_test
-    attacker_train = load_omniglot(train_split, data_dir, alphabets=train_alphabets)
-    attacker_test = load_omniglot(
-        test_split,
-        data_dir,
-        alphabets=test_alphabets,
-        exclude_alphabets_of=scheme.attacker_test_exclude_alphabets_of,
-    )
-    return {
-        "target_train": target.take(scheme.target_train_size),
-        "target_val": target.skip(scheme.target_train_size),
-        "attacker_train": attacker_train.map(_to_image_alphabet).cache(),
-        "attacker_test": attacker_test.map(_to_image_alphabet).cache(),
-    }
-
-
-def describe_scheme(name: str, datasets: dict[str, tf.data.Dataset]) -> dict:
-    """Counts, alphabets and shared images of a scheme's datasets, for its output.
-
-    Args:
-      name: the scheme's name.
-      datasets: `omniglot_scheme(name)`'s result.
-
-    Returns:
-      A JSON-ready dict: `scheme`, `description`, per dataset its number of
-      images and alphabet names, and `attacker_shared_images`, the number of
-      attacker test images whose pixels equal an attacker training image
-      (0 for every scheme here).
-    """
-    summary = {"scheme": name, "description": _get_scheme(name).description}
-    for key, dataset in datasets.items():
-        alphabets = np.array([int(alphabet) for _, alphabet in dataset], np.int64)
-        summary[key] = {
-            "images": int(alphabets.size),
-            "alphabets": [OMNIGLOT_ALPHABETS[i] for i in np.unique(alphabets)],
-        }
-    train = set(image_digests(datasets["attacker_train"]))
-    summary["attacker_shared_images"] = sum(
-        digest in train for digest in image_digests(datasets["attacker_test"])
-    )
-    return summary
-
-
-# The alphabet id given to MNIST digits used as surrogate images (not an Omniglot id).
-MNIST_ALPHABET_ID = -1
-_MNIST_TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
-
-
-def mnist_surrogate(data_dir=None, count: int = 2000, digit_size: int = 70) -> tf.data.Dataset:
-    """MNIST test digits drawn like Omniglot characters, as extra surrogate images.
-
-    Each digit is scaled from 28 to `digit_size` pixels (bilinear), thresholded
-    at 0.5 to 1-bit strokes like Omniglot's, inverted (black strokes on white
-    paper) and centred on a 105 x 105 page.
-
-    Args:
-      data_dir: folder holding `t10k-images-idx3-ubyte.gz` (directly or in
-        `mnist/`); defaults to `$TFLEAK_DATA_DIR`.
-      count: the first this many of the 10,000 test digits, in [1, 10000].
-      digit_size: side of the scaled digit in pixels, in [28, 105].
-
-    Returns:
-      A cached `tf.data.Dataset` of `(image, alphabet)`: image float32
-      `[105, 105, 1]` in {0, 1}, alphabet int64 `MNIST_ALPHABET_ID`.
-
-    Raises:
-      ValueError: `count` or `digit_size` out of range, or a malformed file.
-      FileNotFoundError: the MNIST test images are not in `data_dir`.
-    """
-    if not 1 <= count <= 10000 or not 28 <= digit_size <= IMAGE_SIZE:
-        raise ValueError(
-            f"need count in [1, 10000] and digit_size in [28, {IMAGE_SIZE}]; got {count}, "
-            f"{digit_size}."
-        )
-    data_dir = resolve_data_dir(data_dir)
-    path = None if data_dir is None else find_release_file(data_dir, _MNIST_TEST_IMAGES, ("mnist",))
-    if path is None:
-        raise FileNotFoundError(
-            f"MNIST surrogate images need {_MNIST_TEST_IMAGES} in --data_dir (or its mnist/ "
-            f"folder); looked in {data_dir}."
-        )
-    raw = gzip.decompress(path.read_bytes())
-    magic, number, rows, columns = struct.unpack(">IIII", raw[:16])
-    if magic != 2051 or rows != 28 or columns != 28 or len(raw) != 16 + number * 784:
-        raise ValueError(f"{path} is not an MNIST IDX image file.")
-    digits = np.frombuffer(raw, np.uint8, offset=16).reshape(number, 28, 28, 1)[:count]
-    scaled = tf.image.resize(digits.astype(np.float32) / 255.0, [digit_size, digit_size])
-    strokes = tf.cast(scaled > 0.5, tf.float32)
-    offset = (IMAGE_SIZE - digit_size) // 2
-    pages = 1.0 - tf.image.pad_to_bounding_box(strokes, offset, offset, IMAGE_SIZE, IMAGE_SIZE)
-    labels = tf.fill([len(digits)], tf.constant(MNIST_ALPHABET_ID, tf.int64))
-    return tf.data.Dataset.from_tensor_slices((pages, labels)).cache()
-
-
-def split_by_alphabet(
-    dataset: tf.data.Dataset, held_out: Sequence[str]
-) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """Splits `(image, alphabet)` elements into (other alphabets, `held_out` alphabets).
-
-    Raises:
-      ValueError: an unknown alphabet name.
-    """
-    unknown = sorted(set(held_out) - set(OMNIGLOT_ALPHABETS))
-    if unknown:
-        raise ValueError(f"unknown Omniglot alphabets {unknown}.")
-    ids = tf.constant([OMNIGLOT_ALPHABETS.index(name) for name in held_out], tf.int64)
-
-    def is_held_out(_, alphabet):
-        return tf.reduce_any(tf.equal(alphabet, ids))
-
-    kept = dataset.filter(lambda image, alphabet: tf.logical_not(is_held_out(image, alphabet)))
-    return kept.cache(), dataset.filter(is_held_out).cache()
