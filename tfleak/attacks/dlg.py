@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from tfleak.attacks.engine import GradientInversion
 from tfleak.attacks.settings import LBFGS, Objective, Trials
-from tfleak.threats.federated import FedSGD
 
 __all__ = ["DLG", "IDLG"]
 
@@ -57,7 +56,7 @@ class DLG(GradientInversion):
             solver=LBFGS(iterations),
             trials=Trials(restarts=restarts, seed=seed, tolerance=1e-8, stall_ratio=0.5),
             label_strategy=label_strategy,
-            update=FedSGD() if update is None else update,
+            update=update,
         )
         self._apply(settings)
 

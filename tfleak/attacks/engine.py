@@ -59,7 +59,8 @@ class GradientInversion:
         `tfleak.attacks.labels.LABEL_STRATEGIES` (e.g. 'idlg', 'counts').
       update: what the client shared and the attacker simulates on its dummy
         data: `tfleak.threats.federated.FedSGD()` (one gradient), `FedAvg(...)`
-        (local SGD steps, unrolled), or a `tfleak.threats.defenses.DefendedUpdate`.
+        (local SGD steps, unrolled), or a `tfleak.threats.defenses.DefendedUpdate`;
+        None means `FedSGD()`.
 
     `attack.replace(iterations=300, restarts=0)` returns a copy with flat
     settings changed in their groups (`tfleak.attacks.settings.FLAT_SETTINGS`).
@@ -82,6 +83,8 @@ class GradientInversion:
                 raise ValueError(
                     f"{name} must be a tfleak.attacks.{kinds}; got {getattr(self, name)!r}."
                 )
+        if self.update is None:
+            self.update = FedSGD()
         valid = ("optimize", "known", *LABEL_STRATEGIES)
         if self.label_strategy not in valid:
             raise ValueError(

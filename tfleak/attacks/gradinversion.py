@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from tfleak.attacks.engine import GradientInversion
 from tfleak.attacks.settings import FirstOrder, GroupConsistency, Objective, Trials
-from tfleak.threats.federated import FedSGD
 
 __all__ = ["GradInversion", "GRADINVERSION_PRIORS"]
 
@@ -81,6 +80,6 @@ class GradInversion(GradientInversion):
             ),  # fmt: skip
             trials=Trials(starts=starts, seed=seed, tolerance=1e-3, stop_at_tolerance=False),
             label_strategy=label_strategy,
-            update=FedSGD() if update is None else update,
+            update=update,
         )
         self._apply(settings)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from tfleak.attacks.engine import GradientInversion
 from tfleak.attacks.settings import FirstOrder, Objective, Trials
-from tfleak.threats.federated import FedSGD
 
 __all__ = ["InvertingGradients"]
 
@@ -60,6 +59,6 @@ class InvertingGradients(GradientInversion):
             ),  # fmt: skip
             trials=Trials(restarts=restarts, seed=seed, tolerance=1e-3, stop_at_tolerance=False),
             label_strategy=label_strategy,
-            update=FedSGD() if update is None else update,
+            update=update,
         )
         self._apply(settings)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfleak.attacks.labels.last_layer import (
     check_batch_size,
-    last_layer_gradient,
+    last_layer_gradient_with_bias,
     round_to_total,
     softmax,
 )
@@ -31,13 +31,9 @@ def estimate_class_counts(victim, observed_gradient: Sequence[tf.Tensor], batch_
       ValueError: as `restore_labels_counts`, except the consistency check.
     """
     batch_size = check_batch_size(batch_size)
-    if victim.classifier_bias_index is None:
-        raise ValueError(
-            f"the last Dense layer of {victim.name} has no bias, and the class counts are "
-            "read off the bias gradient; use a model whose last layer has a bias "
-            "(use_bias=True), or label_strategy='gradinversion' for unique labels."
-        )
-    kernel, bias = last_layer_gradient(victim, observed_gradient)
+    kernel, bias = last_layer_gradient_with_bias(
+        victim, observed_gradient, "the class counts are read off the bias gradient"
+    )
     energy = float(bias @ bias)
     if energy == 0.0:
         raise ValueError("the last layer's bias gradient is zero; no class counts can be read.")

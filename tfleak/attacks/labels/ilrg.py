@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfleak.attacks.labels.last_layer import (
     check_batch_size,
-    last_layer_gradient,
+    last_layer_gradient_with_bias,
     round_to_total,
     softmax,
 )
@@ -32,13 +32,9 @@ def estimate_class_counts_ilrg(victim, observed_gradient: Sequence[tf.Tensor], b
       ValueError: as `restore_labels_ilrg`, except the consistency check.
     """
     batch_size = check_batch_size(batch_size)
-    if victim.classifier_bias_index is None:
-        raise ValueError(
-            f"the last Dense layer of {victim.name} has no bias, and iLRG divides the kernel "
-            "gradient by the bias gradient; use a model whose last layer has a bias "
-            "(use_bias=True), or label_strategy='gradinversion' for unique labels."
-        )
-    kernel, bias = last_layer_gradient(victim, observed_gradient)
+    kernel, bias = last_layer_gradient_with_bias(
+        victim, observed_gradient, "iLRG divides the kernel gradient by the bias gradient"
+    )
     if not np.any(bias):
         raise ValueError("the last layer's bias gradient is zero; no class counts can be read.")
     # iLRG's embeddings e_c = dW[:, c] / db_c: exact when the batch's features coincide.

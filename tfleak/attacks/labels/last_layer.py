@@ -10,7 +10,13 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["check_batch_size", "last_layer_gradient", "round_to_total", "softmax"]
+__all__ = [
+    "check_batch_size",
+    "last_layer_gradient",
+    "last_layer_gradient_with_bias",
+    "round_to_total",
+    "softmax",
+]
 
 
 def check_batch_size(batch_size) -> int:
@@ -46,6 +52,22 @@ def last_layer_gradient(victim, observed_gradient) -> tuple[np.ndarray, Optional
             "be read from it."
         )
     return kernel, bias
+
+
+def last_layer_gradient_with_bias(victim, observed_gradient, why: str) -> tuple:
+    """`last_layer_gradient` for a rule that needs the bias gradient.
+
+    Raises:
+      ValueError: the last Dense layer has no bias (`why` says what the rule
+        reads off it), or as `last_layer_gradient`.
+    """
+    if victim.classifier_bias_index is None:
+        raise ValueError(
+            f"the last Dense layer of {victim.name} has no bias, and {why}; use a model whose "
+            "last layer has a bias (use_bias=True), or label_strategy='gradinversion' for "
+            "unique labels."
+        )
+    return last_layer_gradient(victim, observed_gradient)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
