@@ -17,6 +17,8 @@ new random starts, up to `restarts` times (`tfleak.attacks.trials`). A NaN is
 a diverged start, not a crash. Success is judged without the ground truth:
 the gradient distance must fall below `tolerance` times the distance of a
 zero guess.
+
+Papers: DLG https://arxiv.org/abs/1906.08935; iDLG https://arxiv.org/abs/2001.02610.
 """
 
 from __future__ import annotations

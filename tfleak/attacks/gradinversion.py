@@ -14,6 +14,9 @@ consensus E_reg, the mean of every seed's image after registering it to the
 seeds' pixel-wise mean (`tfleak.attacks.registration`; here by translation, where the
 paper uses RANSAC-Flow). Adam with cosine decay after a linear warm-up, and
 Langevin updates `x <- x - lr * step + lr * a_n * N(0, I)` (sec. 3.4).
+
+Paper: https://arxiv.org/abs/2104.07586; its priors follow DeepInversion,
+https://arxiv.org/abs/1912.08795.
 """
 
 from __future__ import annotations

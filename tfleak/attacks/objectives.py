@@ -13,11 +13,9 @@ tensors of equal structure:
 distance plus weighted priors (`tfleak.attacks.priors`), for `starts` independent
 dummy batches at once, in one graph: one copy of the per-start computation
 for each start, side by side, which TF runs in parallel. `tf.vectorized_map`
-over the starts is the alternative (`vectorize=True`); measured on this
-project's 2-core CPU it was slower (8 LeNet starts 16.3 ms per evaluation
-against 11.0 ms side by side; 4 ResNet-20 starts 190 against 120 ms), because
-pfor converts the per-start convolution weight gradient (Conv2DBackpropFilter)
-with a while loop.
+over the starts is the alternative (`vectorize=True`); on a CPU it is usually
+slower (`benchmarks/vectorized_starts.py` measures both), because pfor converts
+the per-start convolution weight gradient (Conv2DBackpropFilter) with a while loop.
 """
 
 from __future__ import annotations

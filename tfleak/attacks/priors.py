@@ -27,6 +27,9 @@ GradInversion eq. 2 and its fidelity priors R_fidelity = a_TV R_TV + a_l2 R_l2
 
 Priors see all starts at once, so a prior that couples starts fits the same
 interface.
+
+Papers: Inverting Gradients https://arxiv.org/abs/2003.14053; GradInversion
+https://arxiv.org/abs/2104.07586; DeepInversion https://arxiv.org/abs/1912.08795.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ noise of standard deviation `noise_multiplier * l2_norm_clip` to the sum. The
 privacy spent is counted with the Renyi-DP accountant of the sampled Gaussian
 mechanism (Mironov, Talwar, Zhang 2019): `gaussian_epsilon` for any number of
 releases at any sampling rate, `compute_epsilon` for epochs of training.
+
+Papers: DP-SGD https://arxiv.org/abs/1607.00133; Renyi DP
+https://arxiv.org/abs/1702.07476.
 """
 
 from __future__ import annotations

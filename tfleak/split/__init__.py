@@ -8,6 +8,8 @@
 - `whitebox`: regularised maximum-likelihood inversion of the saved on-device stage.
 - `defenses`: noise on the code (Gaussian, clipped Laplace) and NoPeek training.
 - `reidentification`: does a reconstruction point back at its own original?
+- `study` and `report`: the steps, tables and figures of the split-learning study
+  (`benchmarks/split_study.py`): train a target, attack one cut, score it.
 """
 
 from tfleak.split.attack import (

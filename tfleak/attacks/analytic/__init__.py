@@ -6,6 +6,9 @@
 - `plan`: which of the two a victim's layers allow, or why neither does.
 - `recovery`: `AnalyticRecovery`, the attack, which checks every recovery by
   recomputing the update.
+
+Papers: Phong et al. 2017, https://eprint.iacr.org/2017/715; R-GAP,
+https://arxiv.org/abs/2010.07733.
 """
 
 from tfleak.attacks.analytic.dense import classifier_features, dense_layer_inputs
