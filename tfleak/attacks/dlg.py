@@ -12,7 +12,7 @@ optimises the data alone.
 
 L-BFGS, as the paper uses, runs through `tfp.optimizer.lbfgs_minimize` inside
 one `tf.function`. DLG is seed-sensitive (one start converges, another stays
-noise), so a round whose starts stall or diverge is followed by a round from
+noise), so a trial whose starts stall or diverge is followed by a trial from
 new random starts, up to `restarts` times (`tfleak.attacks.trials`). A NaN is
 a diverged start, not a crash. Success is judged without the ground truth:
 the gradient distance must fall below `tolerance` times the distance of a
