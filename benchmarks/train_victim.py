@@ -24,6 +24,7 @@ loads them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -58,8 +59,9 @@ def main(argv):
             raise app.UsageError(f"--init_weights: no file {origin}.")
         model = build(FLAGS.seed)
         model.load_weights(str(origin))
-        # Its own cache entry: the run depends on where it started.
-        name = f"{FLAGS.model}_from_{origin.name.split('.')[0]}"
+        # Its own cache entry: the run depends on the very weights it started from.
+        digest = hashlib.sha256(origin.read_bytes()).hexdigest()[:8]
+        name = f"{FLAGS.model}_from_{digest}"
     model, accuracy = train_victim(
         model,
         name=name,
