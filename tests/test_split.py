@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfleak import split
 from tfleak.data.omniglot import omniglot_scheme
 from tfleak.io import atomic_write_text
+from tfleak.split import report, runner, study
 from tfleak.split.defenses import CodeNoise, NoPeekTarget, distance_correlation
 from tfleak.split.reidentification import reidentify
 from tfleak.split.whitebox import WhiteBoxInversion
@@ -131,19 +132,6 @@ def test_train_resumable_refuses_too_little_data(scheme):
         split.train_resumable(
             target, scheme["target_val"].take(8), epochs=1, batch_size=32, drop_remainder=True
         )
-
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "model_inversion.py"
-
-
-def _run_example(data_dir, *flags):
-    return subprocess.run(
-        [sys.executable, str(EXAMPLE), f"--data_dir={data_dir}", *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
 
 
 def _tiny_run(scheme, checkpoint_dir, **kwargs):
@@ -282,23 +270,47 @@ def test_a_decoder_for_a_code_no_cut_sends_is_refused():
 
 
 def test_white_box_at_the_first_cut_recovers_and_reidentifies_unseen_images(scheme, brief_target):
-    """Cut after block 1 (a 33 x 33 x 32 code) of the briefly trained target: 100 Adam steps
-    from the mean surrogate image on 24 unseen Tagalog images reach at least 10x lower MSE
-    than the mean image (measured 1.6e-4 against 0.072, 450x), and each reconstruction is
-    nearest (MSE) to its own original among all 340 test images for at least 90% of them
-    (measured: all 24)."""
-    keras.utils.set_random_seed(0)
-    device = split.device_stage(brief_target, 1)
+    """Cut after block 1 (a 33 x 33 x 32 code) of the briefly trained target, through the
+    study's own row (`study.attack_cut`): 100 Adam steps from the mean surrogate image on 24
+    unseen Tagalog images reach at least 10x lower MSE than the mean image (measured 1.6e-4
+    against 0.072, 450x), and each reconstruction is nearest (MSE) to its own original among
+    all 340 test images for at least 90% of them (measured: all 24)."""
     gallery = _test_images(scheme, 340)
-    images = gallery[:24]
     mean = split.mean_image(scheme["attacker_train"])
-    attack = WhiteBoxInversion(device, steps=100, learning_rate=0.05, tv_weight=0.01, init=mean)
-    result = attack(device(images).numpy())
-    baseline = float(np.mean((images - mean) ** 2))
-    mse = float(np.mean((result.reconstructions - images) ** 2))
-    assert mse < baseline / 10, (mse, baseline)
-    reid = reidentify(result.reconstructions, gallery)
-    assert reid.top1 >= 0.9 and reid.chance_top1 == pytest.approx(1 / 340), reid.ranks
+    settings = dict(whitebox_images=24, whitebox_steps=100, whitebox_learning_rate=0.05,
+                    whitebox_tv=0.01)  # fmt: skip
+    row, reconstructions = study.attack_cut(
+        brief_target, 1, "whitebox", study.NO_DEFENSE, scheme["attacker_train"], gallery, mean,
+        settings, seed=0, log=None,
+    )  # fmt: skip
+    assert reconstructions.shape == (24, 105, 105, 1) and row["images"] == 24
+    assert row["code_shape"] == [33, 33, 32] and row["gallery"] == 340
+    assert row["mse"] < row["mean_image_mse"] / 10, row
+    assert row["reidentification_top1"] >= 0.9 and row["chance_top1"] == pytest.approx(1 / 340)
+
+
+def test_the_network_is_the_same_whatever_the_cut_so_is_its_accuracy(scheme, brief_target):
+    """`study.accuracy` runs the device stage of a cut, then the server stage of the same cut:
+    without a defence every cut gives the whole model's accuracy (here on 128 validation
+    images); Gaussian noise of 100x the codes' scale leaves about chance (1/5 alphabets)."""
+    images, labels = study.arrays(scheme["target_val"].take(128))
+    whole = float(np.mean(np.argmax(brief_target(images).numpy(), 1) == labels))
+    for cut in split.CODE_SHAPES:
+        assert study.accuracy(brief_target, cut, study.NO_DEFENSE, images, labels) == whole
+    keras.utils.set_random_seed(0)
+    scale = study.code_scales(brief_target, 2, images)["std"]
+    drowned = study.accuracy(brief_target, 2, CodeNoise("gaussian", 100 * scale), images, labels)
+    assert drowned < 0.45, drowned
+
+
+def test_held_out_slice_keeps_every_eighth_image_apart(scheme):
+    train, held = study.held_out_slice(scheme["attacker_train"].take(80))
+    train_images, _ = study.arrays(train)
+    held_images, _ = study.arrays(held)
+    assert len(train_images) == 70 and len(held_images) == 10
+    assert not set(map(bytes, held_images)) & set(map(bytes, train_images))
+    with pytest.raises(ValueError, match="unknown target kind 'fancy'"):
+        study.train_target("fancy", None, {}, epochs=1, seed=0, checkpoint_dir=None)
 
 
 @pytest.mark.slow
@@ -422,21 +434,84 @@ def test_nopeek_lowers_distance_correlation_of_codes(scheme):
     assert correlations[20.0] < correlations[0.0] - 0.1, correlations
 
 
+def _report_row(cut, attack, top1, mse, **extra):
+    return {
+        "name": f"cut{cut}_{attack}",
+        "cut": cut,
+        "code_shape": list(split.CODE_SHAPES[cut]),
+        "attack": attack,
+        "target": "plain",
+        "target_kind": "plain",
+        "defense": "none",
+        "strength": None,
+        "epsilon_local": None,
+        "images": 24,
+        "val_accuracy": 0.65,
+        "mse": mse,
+        "mean_image_mse": 0.07,
+        "psnr": 12.0,
+        "ssim": 0.5,
+        "reidentification_top1": top1,
+        "reidentification_top5": top1,
+        "chance_top1": 1 / 340,
+        "beats_mean_image": mse < 0.07,
+        "seconds": 1.0,
+        **extra,
+    }
+
+
+def test_study_report_names_the_deepest_leaking_cut_and_tabulates_each_defence():
+    """Re-identification 1.0 down to cut 2, 4 / 24 at cut 3 (0.167 = 57x chance), none at
+    cut 4: the deepest cut where the attack works (top-1 >= 0.5) is 2, above 10x chance 3."""
+    rows = [
+        _report_row(1, "whitebox", 1.0, 0.001),
+        _report_row(2, "whitebox", 1.0, 0.08),
+        _report_row(3, "whitebox", 4 / 24, 0.17),
+        _report_row(4, "whitebox", 0.0, 0.11),
+    ]
+    dp = _report_row(
+        2,
+        "whitebox",
+        0.25,
+        0.2,
+        target="dp0.7",
+        target_kind="dp",
+        noise_multiplier=0.7,
+        epsilon=3.6,
+        epsilon_classic=4.3,
+        val_accuracy=0.1,
+    )
+    dp["name"] = "cut2_whitebox_dp0.7"
+    results = {
+        "rows": rows + [dp],
+        "gallery": 340,
+        "defense_cuts": [2],
+        "targets": {"plain": {"epochs": 6, "val_accuracy": 0.65}},
+        "code_scales": {},
+        "config": {"dp_epochs": 6, "dp_variant": "per_example"},
+    }
+    assert report.deepest_cut(rows, "whitebox", report.works) == 2
+    assert report.deepest_cut(rows, "whitebox", report.above_chance) == 3
+    assert report.deepest_cut(rows, "decoder", report.works) is None
+    text = report.markdown(results)
+    assert "re-identifying at least half (top-1 >= 0.5): 2." in text
+    assert (
+        "| DP-Adam 0.7 | 3.6 / 4.3 | - | 0.100 | - | - | - | - | 0.2000 | 0.250 | 0.250 |" in text
+    )
+
+
+def test_split_study_refuses_bad_cuts_before_any_work(shared_data, tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(STUDY), "--dp_cuts=auto,7", f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "--dp_cuts must name cuts 1..4 or auto; got '7'." in completed.stderr
+    assert not list(tmp_path.iterdir())
+
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "model_inversion.py"
-SMOKE_FLAGS = [
-    "--limit=64",
-    "--target_epochs=1",
-    "--attacker_epochs=1",
-    "--dp_epochs=1",
-    "--noise_multipliers=0.7",
-    "--dp_norms=group",
-    "--mnist_surrogates=32",
-    "--whitebox_images=4",
-    "--whitebox_steps=3",
-    "--gaussian_stddevs=1",
-    "--laplace_epsilons=",
-    "--nopeek_alphas=",
-]
 
 
 def _run_example(data_dir, *flags):
@@ -450,73 +525,42 @@ def _run_example(data_dir, *flags):
 
 
 @pytest.mark.slow
-def test_example_runs_end_to_end_resumes_and_refuses_other_flags(shared_data, tmp_path):
-    flags = [*SMOKE_FLAGS, f"--output_dir={tmp_path}"]
+def test_example_walks_through_train_attack_reidentify_and_resumes(shared_data, tmp_path):
+    flags = ["--limit=64", "--target_epochs=1", "--attacker_epochs=1", "--whitebox_images=4",
+             "--whitebox_steps=3", f"--output_dir={tmp_path}"]  # fmt: skip
     first = _run_example(shared_data, *flags)
     assert first.returncode == 0, first.stderr[-3000:]
-    text = (tmp_path / "results.json").read_text()
-    assert "NaN" not in text and "Infinity" not in text  # Strict JSON.
-    results = json.loads(text)
-    rows = {row["name"]: row for row in results["rows"]}
-    assert list(rows) == ["plain", "dp_group_noise0.7", "plain + gaussian 1"]
-    for row in rows.values():
-        keys = (
-            "attacker_train_mse",
-            "attacker_mse",
-            "reidentification_top1",
-            "reidentification_top5",
-            "chance_top1",
-            "whitebox_mse",
-            "val_accuracy",
-        )
-        for key in keys:
-            assert 0 <= row[key] <= 1, (key, row)
-    assert rows["dp_group_noise0.7"]["epsilon"] < rows["dp_group_noise0.7"]["epsilon_classic"]
-    assert rows["plain + gaussian 1"]["defense"] == "gaussian"
-    assert rows["plain + gaussian 1"]["strength"] == 1.0
-    assert rows["plain"]["chance_top1"] == pytest.approx(1 / 64)
-    for figure in ("reconstructions.png", "reidentification.png", "tradeoff.png"):
-        assert (tmp_path / figure).stat().st_size > 10_000
-    assert (tmp_path / "models" / "dp_group_noise0.7.keras").is_file()
-    # The same command again: every phase restores and the table is the same.
-    again = _run_example(shared_data, *flags)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed from" in again.stdout and "attacks already done" in again.stdout
-    assert json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
-    # Other flags into the same directory: refused in one line, before any training.
-    other = _run_example(shared_data, *flags, "--target_learning_rate=0.01")
-    assert other.returncode == 2
-    assert "another configuration" in other.stderr and "learning_rate" in other.stderr
-    message, pointer = other.stderr.strip().splitlines()[-2:]  # After TF's own log lines.
-    assert "Traceback" not in other.stderr
-    assert message.startswith("model_inversion.py: error: target:") and "--help" in pointer
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["cut"] == 2 and results["target"] == "plain"
+    for attack, images in (("decoder", 64), ("whitebox", 4)):
+        assert results[attack]["images"] == images
+        assert results[attack]["chance_top1"] == pytest.approx(1 / 64)
+        assert 0 <= results[attack]["reidentification_top1"] <= 1
+    assert (tmp_path / "reconstructions.png").stat().st_size > 10_000
+    assert "the phone sends a (13, 13, 32) code" in first.stdout
+    again = _run_example(shared_data, *flags)  # The classifier resumes from its checkpoint.
+    assert again.returncode == 0 and "resumed" in again.stdout, again.stdout[-2000:]
 
 
 @pytest.mark.parametrize(
     "flag, message",
-    [
-        ("--noise_multipliers=0.7,0", "--noise_multipliers must all be > 0"),
-        ("--noise_multipliers=nan", "--noise_multipliers must be a finite number"),
-        ("--num_microbatches=5", "does not divide --batch_size=32"),
-        ("--num_microbatches=0", "--num_microbatches must be >= 1"),
-        ("--delta=1.5", "--delta must be in (0, 1)"),
-        ("--delta=inf", "--delta must be a finite number"),
-        ("--limit=10", "--limit=10 is smaller than one batch"),
-        ("--laplace_epsilons=0", "--laplace_epsilons must all be > 0"),
-        ("--dp_norms=layer", "--dp_norms must name some of batch, group"),
-        ("--scheme=nope", "scheme"),
-    ],
-)
-def test_example_explains_bad_flags_up_front(flag, message, shared_data, tmp_path):
+    [("--cut=7", "--cut must be one of 1, 2, 3, 4; got 7."),
+     ("--limit=10", "--limit=10 is smaller than one batch (32).")],
+)  # fmt: skip
+def test_example_explains_bad_flags_before_any_work(flag, message, shared_data, tmp_path):
     completed = _run_example(shared_data, flag, f"--output_dir={tmp_path}")
-    assert completed.returncode != 0
-    assert message in completed.stderr + completed.stdout
-    assert not (tmp_path / "checkpoints").exists()  # Nothing was trained.
-
-
-def test_example_refuses_an_output_dir_that_is_a_file(shared_data, tmp_path):
-    target = tmp_path / "a_file"
-    target.write_text("x")
-    completed = _run_example(shared_data, f"--output_dir={target}")
     assert completed.returncode == 2
-    assert "is a file, not a directory" in completed.stderr
+    assert f"model_inversion.py: error: {message}" in completed.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_study_cut_short_has_every_defence_at_its_strongest_first():
+    settings = {"gaussian_stddevs": [1.0, 4.0, 16.0], "laplace_epsilons": [1e5, 1e3],
+                "nopeek_alphas": [1.0, 10.0]}  # fmt: skip
+    assert runner.strongest_first(settings) == [
+        ("gaussian", 16.0), ("laplace", 1e3), ("nopeek", 10.0),
+        ("gaussian", 4.0), ("laplace", 1e5), ("nopeek", 1.0), ("gaussian", 1.0),
+    ]  # fmt: skip
+    assert runner.resolve_cuts(["auto", 4], 3) == [3, 4]
+    assert runner.resolve_cuts(["auto", 4], 4) == [4]
+    assert runner.resolve_cuts(["auto"], None) == []

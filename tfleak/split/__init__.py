@@ -8,8 +8,8 @@
 - `whitebox`: regularised maximum-likelihood inversion of the saved on-device stage.
 - `defenses`: noise on the code (Gaussian, clipped Laplace) and NoPeek training.
 - `reidentification`: does a reconstruction point back at its own original?
-- `study` and `report`: the steps, tables and figures of the split-learning study
-  (`benchmarks/split_study.py`): train a target, attack one cut, score it.
+- `study`, `runner`, `report`: the split-learning study (`benchmarks/split_study.py`): its
+  steps (train a target, attack one cut, score it), its running order, its tables and figures.
 """
 
 from tfleak.split.attack import (
