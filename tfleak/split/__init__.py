@@ -37,6 +37,7 @@ from tfleak.split.model import (
     server_stage,
 )
 from tfleak.split.reidentification import Reidentification, reidentify
+from tfleak.split.unsplit import UnSplit
 from tfleak.split.whitebox import WhiteBoxInversion, WhiteBoxResult
 from tfleak.training import TrainingRun, train_resumable
 
@@ -58,6 +59,7 @@ __all__ = [
     "CONV_BLOCKS",
     "NORMALIZATIONS",
     "TargetModel",
+    "UnSplit",
     "compile_target",
     "device_stage",
     "on_device_layers",
