@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfleak.split.whitebox import WhiteBoxResult, total_variation
+from tfleak.split.whitebox import WhiteBoxResult, flat_codes, start_image, total_variation
 
 __all__ = ["UnSplit"]
 
@@ -90,18 +90,13 @@ class UnSplit:
                 raise ValueError(f"{name} must be finite and > 0; got {value}.")
         if not 0 <= tv_weight < np.inf:
             raise ValueError(f"tv_weight must be finite and >= 0; got {tv_weight}.")
-        init = np.full(image_shape, 0.5, np.float32) if init is None else np.asarray(init)
-        if init.shape != tuple(image_shape) or not np.all((init >= 0) & (init <= 1)):
-            raise ValueError(
-                f"init must be one image {tuple(image_shape)} in [0, 1]; got shape {init.shape}."
-            )
         self.architecture = architecture
         self.rounds, self.image_steps = int(rounds), int(image_steps)
         self.model_steps = int(model_steps)
         self.image_learning_rate = image_learning_rate
         self.model_learning_rate = model_learning_rate
         self.tv_weight, self.seed, self.rescale = tv_weight, int(seed), bool(rescale)
-        self.init = init.astype(np.float32)
+        self.init = start_image(init, image_shape)
 
     @property
     def hyperparameters(self) -> dict:
@@ -134,9 +129,7 @@ class UnSplit:
           ValueError: codes that are not finite, or that the clone's codes do
             not match in size.
         """
-        codes = np.asarray(codes, np.float32).reshape(len(codes), -1)
-        if not np.all(np.isfinite(codes)):
-            raise ValueError("codes hold NaN or infinity; invert finite codes.")
+        codes = flat_codes(codes)
         keras.utils.set_random_seed(self.seed)
         clone = self.architecture()
         produced = int(np.prod(clone.output_shape[1:]))

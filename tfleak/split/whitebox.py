@@ -30,7 +30,13 @@ import tensorflow as tf
 
 from tfleak.attacks.priors import total_variation as _prior_total_variation
 
-__all__ = ["WhiteBoxInversion", "WhiteBoxResult", "total_variation"]
+__all__ = [
+    "WhiteBoxInversion",
+    "WhiteBoxResult",
+    "flat_codes",
+    "start_image",
+    "total_variation",
+]
 
 # Adam's constants; epsilon as the attack has always used (Keras' default is 1e-7).
 _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-8
@@ -44,6 +50,33 @@ def total_variation(images: tf.Tensor) -> tf.Tensor:
     pairs and channels of each image `[batch, height, width, channels]`.
     """
     return _prior_total_variation(images[:, None])
+
+
+def start_image(init, image_shape) -> np.ndarray:
+    """An inversion's start image: `init` checked, or grey 0.5; float32 `image_shape`.
+
+    Raises:
+      ValueError: an `init` of another shape or outside [0, 1].
+    """
+    init = np.full(image_shape, 0.5, np.float32) if init is None else np.asarray(init)
+    if init.shape != tuple(image_shape) or not np.all((init >= 0) & (init <= 1)):
+        raise ValueError(
+            f"init must be one image {tuple(image_shape)} in [0, 1]; got shape {init.shape}, "
+            f"range [{init.min():.3g}, {init.max():.3g}]."
+        )
+    return init.astype(np.float32)
+
+
+def flat_codes(codes) -> np.ndarray:
+    """Intercepted codes `[batch, ...]` as float32 `[batch, dim]`.
+
+    Raises:
+      ValueError: codes that hold NaN or infinity.
+    """
+    codes = np.asarray(codes, np.float32).reshape(len(codes), -1)
+    if not np.all(np.isfinite(codes)):
+        raise ValueError("codes hold NaN or infinity; invert finite codes.")
+    return codes
 
 
 @dataclass
@@ -123,16 +156,11 @@ class WhiteBoxInversion:
             )
         if not 0 <= prior_weight < np.inf:
             raise ValueError(f"prior_weight must be finite and >= 0; got {prior_weight}.")
-        init = np.full(image_shape, 0.5, np.float32) if init is None else np.asarray(init)
-        if init.shape != tuple(image_shape) or not np.all((init >= 0) & (init <= 1)):
-            raise ValueError(
-                f"init must be one image {tuple(image_shape)} in [0, 1]; got shape {init.shape}, "
-                f"range [{init.min():.3g}, {init.max():.3g}]."
-            )
+        init = start_image(init, image_shape)
         self.on_device = on_device
         self.steps, self.learning_rate, self.tv_weight = int(steps), learning_rate, tv_weight
         self.prior_weight = prior_weight
-        self.init = init.astype(np.float32)
+        self.init = init
 
     @property
     def hyperparameters(self) -> dict:
@@ -194,9 +222,7 @@ class WhiteBoxInversion:
         Returns:
           A `WhiteBoxResult`.
         """
-        codes = np.asarray(codes, np.float32).reshape(len(codes), -1)
-        if not np.all(np.isfinite(codes)):
-            raise ValueError("codes hold NaN or infinity; invert finite codes.")
+        codes = flat_codes(codes)
         if init_images is None:
             init_images = np.repeat(self.init[None], len(codes), axis=0)
         init_images = np.asarray(init_images, np.float32)
