@@ -77,11 +77,12 @@ class GradientInversion:
     update: object = dataclasses.field(default_factory=FedSGD)
 
     def __post_init__(self):
-        groups = {"objective": "Objective", "solver": "LBFGS or FirstOrder", "trials": "Trials"}
+        groups = {"objective": (Objective,), "solver": (LBFGS, FirstOrder), "trials": (Trials,)}
         for name, kinds in groups.items():
-            if type(getattr(self, name)).__name__ not in kinds.split(" or "):
+            if not isinstance(getattr(self, name), kinds):
+                names = " or ".join(kind.__name__ for kind in kinds)
                 raise ValueError(
-                    f"{name} must be a tfleak.attacks.{kinds}; got {getattr(self, name)!r}."
+                    f"{name} must be a tfleak.attacks.{names}; got {getattr(self, name)!r}."
                 )
         if self.update is None:
             self.update = FedSGD()
