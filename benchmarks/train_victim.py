@@ -45,6 +45,9 @@ def main(argv):
     del argv
     if FLAGS.epochs < 1:
         raise app.UsageError(f"--epochs must be at least 1; got {FLAGS.epochs}.")
+    from tfleak.cli import require_finite
+
+    require_finite("learning_rate", FLAGS.learning_rate, minimum=0.0, inclusive=(False, True))
     from tfleak.io import atomic_write, atomic_write_json, read_json
     from tfleak.models import VICTIMS
     from tfleak.training.victims import train_victim

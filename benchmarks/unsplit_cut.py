@@ -18,7 +18,7 @@ import tfleak  # noqa: F401  first: TensorFlow's start-up lines stay off the ter
 # isort: split
 import keras
 import numpy as np
-from absl import flags
+from absl import app, flags
 
 from tfleak import split
 from tfleak.data.omniglot import omniglot_scheme
@@ -33,6 +33,12 @@ flags.DEFINE_string("data_dir", "../shared/data", "Folder with the two small Omn
 
 def main(argv):
     del argv
+    # Before the data load: a bad flag is one line, not a minute of work.
+    if FLAGS.cut not in split.CODE_SHAPES:
+        raise app.UsageError(f"--cut must be one of 1, 2, 3, 4; got {FLAGS.cut}.")
+    for name in ("images", "rounds"):
+        if FLAGS[name].value < 1:
+            raise app.UsageError(f"--{name} must be at least 1; got {FLAGS[name].value}.")
     scheme = omniglot_scheme("offline", FLAGS.data_dir)
     gallery = np.stack([image.numpy() for image, _ in scheme["attacker_test"]])
     images = gallery[: FLAGS.images]
