@@ -47,17 +47,19 @@ _RESNET_BLOCK = {
 }
 
 
-def breaching_config(iterations: int, callback: int = 0):
-    """breaching's `1_single_image_small` case with its `invertinggradients` attack.
+def breaching_config(iterations: int, callback: int = 0, attack: str = "invertinggradients"):
+    """breaching's `1_single_image_small` case with one of its attacks.
 
     Args:
-      iterations: Adam steps (`attack.optim.max_iterations`; the step decay
-        milestones scale with it).
+      iterations: optimiser steps (`attack.optim.max_iterations`; the step
+        decay milestones scale with it). For `deepleakage` each step is one
+        `torch.optim.LBFGS.step`, up to 20 L-BFGS iterations.
       callback: log the objective every this many steps (0: never).
+      attack: `invertinggradients`, `seethroughgradients` or `deepleakage`.
     """
     import breaching
 
-    cfg = breaching.get_config(overrides=["case=1_single_image_small", "attack=invertinggradients"])
+    cfg = breaching.get_config(overrides=["case=1_single_image_small", f"attack={attack}"])
     cfg.attack.optim.max_iterations = int(iterations)
     cfg.attack.optim.callback = int(callback) if callback else int(iterations) + 1
     return cfg
@@ -67,16 +69,20 @@ def breaching_model(name: str, cfg, num_classes: int = 10):
     """breaching's own CIFAR model for a tfleak victim name, untrained (weights are copied in)."""
     from breaching.cases.models.model_preparation import construct_model
 
-    breaching_name = {"convnet": "ConvNet"}.get(name, name)
+    breaching_name = {"convnet": "ConvNet", "lenet": "lenet_zhu"}.get(name, name)
     cfg.case.data.classes = int(num_classes)
     model, loss = construct_model(breaching_name, cfg.case.data, pretrained=False)
     return model, loss
 
 
-def _keras_module_name(torch_name: str) -> str:
+def _keras_module_name(torch_name: str, keras_model=None) -> str:
     if torch_name in _RESNET_STEM:
         return _RESNET_STEM[torch_name]
     parts = torch_name.split(".")
+    if parts[:2] == ["model", "body"]:  # LeNetZhu: model.body.0/2/4 -> conv0/1/2
+        return f"conv{int(parts[2]) // 2}"
+    if parts[:2] == ["model", "fc"]:  # LeNetZhu's classifier: the last Dense layer
+        return keras_model.layers[-1].name
     if parts[:2] == ["model", "model"]:  # ConvNet: model.model.conv0 -> conv0
         return parts[2]
     if parts[:2] == ["model", "layers"]:  # model.layers.1.0.conv1 -> stage2_block1_conv1
@@ -98,14 +104,14 @@ def copy_weights(keras_model, torch_model) -> int:
     with torch.no_grad():
         for module_name, module in torch_model.named_modules():
             if isinstance(module, torch.nn.Conv2d):
-                layer = keras_model.get_layer(_keras_module_name(module_name))
+                layer = keras_model.get_layer(_keras_module_name(module_name, keras_model))
                 module.weight.copy_(torch.from_numpy(layer.kernel.numpy().transpose(3, 2, 0, 1)))
                 count += 1
                 if module.bias is not None:
                     module.bias.copy_(torch.from_numpy(layer.bias.numpy()))
                     count += 1
             elif isinstance(module, torch.nn.BatchNorm2d):
-                layer = keras_model.get_layer(_keras_module_name(module_name))
+                layer = keras_model.get_layer(_keras_module_name(module_name, keras_model))
                 for target, source in (
                     (module.weight, layer.gamma),
                     (module.bias, layer.beta),
@@ -115,7 +121,7 @@ def copy_weights(keras_model, torch_model) -> int:
                     target.copy_(torch.from_numpy(source.numpy()))
                     count += 1
             elif isinstance(module, torch.nn.Linear):
-                layer = keras_model.get_layer(_keras_module_name(module_name))
+                layer = keras_model.get_layer(_keras_module_name(module_name, keras_model))
                 kernel = layer.kernel.numpy()
                 flatten = [x for x in keras_model.layers if type(x).__name__ == "Flatten"]
                 if flatten and int(np.prod(flatten[0].input.shape[1:])) == kernel.shape[0]:
@@ -140,7 +146,8 @@ def normalise(images: np.ndarray, cfg) -> torch.Tensor:
     """`[batch, 32, 32, 3]` images in [0, 1] -> breaching's normalised `[batch, 3, 32, 32]`."""
     mean = np.asarray(cfg.case.data.mean, np.float32)[None, :, None, None]
     std = np.asarray(cfg.case.data.std, np.float32)[None, :, None, None]
-    return torch.from_numpy((images.transpose(0, 3, 1, 2) - mean) / std).float()
+    normalised = (images.transpose(0, 3, 1, 2) - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(normalised)).float()
 
 
 def denormalise(tensor: torch.Tensor, cfg) -> np.ndarray:
@@ -182,6 +189,29 @@ def user_gradient(torch_model, images: np.ndarray, labels: np.ndarray, cfg, batc
     return [g.detach() for g in torch.autograd.grad(loss, model.parameters())]
 
 
+def user_local_updates(torch_model, images, labels, cfg, batch_norm: str, steps, lr, per_step):
+    """What breaching's `local_updates` user (`UserMultiStep`) shares, and its step labels.
+
+    `steps` SGD steps at learning rate `lr`, step k on examples
+    `[k * per_step, (k + 1) * per_step)` (modulo the batch), then the weight
+    difference `W_K - W_0`, exactly as `breaching.cases.users.UserMultiStep`.
+    """
+    model = copy.deepcopy(torch_model).train(batch_norm == "train")
+    server = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    data, targets = normalise(images, cfg), torch.from_numpy(labels.astype(np.int64))
+    seen, step_labels = 0, []
+    for _ in range(steps):
+        x, y = data[seen : seen + per_step], targets[seen : seen + per_step]
+        seen = (seen + per_step) % len(labels)
+        step_labels.append(y.sort()[0])
+        optimizer.zero_grad()
+        torch.nn.CrossEntropyLoss()(model(x), y).backward()
+        optimizer.step()
+    update = [(p - s).detach().clone() for p, s in zip(model.parameters(), server)]
+    return update, step_labels
+
+
 def reconstruct(
     torch_model,
     loss_fn,
@@ -191,26 +221,34 @@ def reconstruct(
     batch_norm: str = "eval",
     seed: int = 0,
     verbose: bool = False,
+    labels_known: bool = True,
+    local_updates: dict | None = None,
 ) -> dict:
-    """Runs breaching's Inverting Gradients attacker on a hand-built payload.
+    """Runs one of breaching's optimisation attacks on a hand-built payload.
 
     Args:
       torch_model: breaching's model with the victim's weights.
       loss_fn: its loss (`torch.nn.CrossEntropyLoss`).
       cfg: `breaching_config(...)`.
       images: `[batch, 32, 32, 3]` float32 in [0, 1], the user's private batch.
-      labels: `[batch]` int class indices, given to the attacker (known labels).
+      labels: `[batch]` int class indices.
       batch_norm: 'eval': the server sends public buffers (breaching's default;
         user and attacker use the moving statistics); 'train': no buffers
         (both use the batch's statistics).
       seed: `torch.manual_seed` for the attacker's random start.
       verbose: show breaching's log lines.
+      labels_known: give the attacker the labels (sorted, as breaching's users
+        do); False: breaching restores them by its `attack.label_strategy`.
+      local_updates: None (the user shares one gradient) or
+        `dict(steps=K, lr=..., data_per_step=B)`: breaching's `local_updates`
+        user, whose hyperparameters and per-step labels the server is given.
 
     Returns:
       dict with `reconstruction` (`[batch, 32, 32, 3]` float32 in [0, 1]),
-      `seconds` (the whole `reconstruct` call), `final_objective`, `gradient`
-      (what the user shared, torch layout), `progress` (`(iteration, seconds)`
-      at each of breaching's log lines, every `attack.optim.callback` steps).
+      `labels` (the attacker's labels, int64 `[batch]`), `seconds` (the whole
+      `reconstruct` call), `final_objective`, `gradient` (what the user
+      shared, torch layout), `progress` (`(iteration, seconds)` at each of
+      breaching's log lines, every `attack.optim.callback` steps).
     """
     import breaching
 
@@ -218,19 +256,42 @@ def reconstruct(
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("breaching").setLevel(logging.INFO)
     setup = dict(device=torch.device("cpu"), dtype=torch.float)
-    gradient = user_gradient(torch_model, images, labels, cfg, batch_norm)
+    hyperparams = None
+    if local_updates is None:
+        gradient = user_gradient(torch_model, images, labels, cfg, batch_norm)
+    else:
+        gradient, step_labels = user_local_updates(
+            torch_model,
+            images,
+            labels,
+            cfg,
+            batch_norm,
+            local_updates["steps"],
+            local_updates["lr"],
+            local_updates["data_per_step"],
+        )
+        hyperparams = dict(
+            lr=local_updates["lr"],
+            steps=local_updates["steps"],
+            data_per_step=local_updates["data_per_step"],
+            labels=step_labels,
+        )
     server_payload = dict(
         parameters=[p.detach().clone() for p in torch_model.parameters()],
         buffers=[b.clone() for b in torch_model.buffers()] if batch_norm == "eval" else None,
         metadata=cfg.case.data,
     )
+    if not labels_known:
+        given = None
+    elif local_updates is None:
+        given = torch.from_numpy(np.sort(labels).astype(np.int64))
+    else:  # the multi-step objective pairs candidate k with step k's labels: keep the order
+        given = torch.from_numpy(labels.astype(np.int64))
     shared_data = dict(
         gradients=gradient,
         buffers=None,
         metadata=dict(
-            num_data_points=int(len(labels)),
-            labels=torch.from_numpy(np.sort(labels).astype(np.int64)),
-            local_hyperparams=None,
+            num_data_points=int(len(labels)), labels=given, local_hyperparams=hyperparams
         ),
     )
     attacker = breaching.attacks.prepare_attack(torch_model, loss_fn, cfg.attack, setup)
@@ -249,8 +310,10 @@ def reconstruct(
         logger.removeHandler(progress)
     seconds = time.perf_counter() - start
     values = stats.get("Trial_0_Val", [])
+    found = reconstructed.get("labels")
     return {
         "reconstruction": denormalise(reconstructed["data"], cfg),
+        "labels": None if found is None else found.detach().cpu().numpy().astype(np.int64),
         "seconds": seconds,
         "final_objective": float(values[-1]) if values else None,
         "gradient": gradient,

@@ -133,6 +133,21 @@ def test_keras_2_model_objects_are_refused():
         tfleak.as_victim(model)
 
 
+def test_a_victims_own_model_is_wrapped_again_in_the_other_batch_norm_mode(mnist):
+    # `trained_victim(...).model` handed back to `as_victim`, as a benchmark does.
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(4, 3)(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    model.layers[2].moving_mean.assign(np.full(4, 0.3, np.float32))
+    images, labels = mnist.images[:2], mnist.labels[:2]
+    again = tfleak.as_victim(tfleak.as_victim(model, batch_norm="train").model, batch_norm="eval")
+    expected = tfleak.as_victim(model, batch_norm="eval").gradient(images, labels)
+    for got, want in zip(again.gradient(images, labels), expected):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_subclassed_dropout_in_training_mode_is_refused():
     class Dropped(keras.Model):
         def __init__(self):

@@ -101,6 +101,7 @@ def _functional_victim(model, num_classes, preprocess, batch_norm) -> Victim:
     def clone_layer(layer):
         config = layer.get_config()
         if isinstance(layer, keras.layers.BatchNormalization):
+            config.pop("use_batch_statistics", None)  # a Victim's model, wrapped again
             return AttackBatchNorm(use_batch_statistics=batch_norm == "train", **config)
         if layer is output_layer and isinstance(layer, keras.layers.Dense) and is_softmax(layer):
             config["activation"] = "linear"

@@ -1,0 +1,385 @@
+"""tfleak against breaching 0.1.2, cell by cell: same weights, images, threat model and budget.
+
+Each cell attacks the same function on both sides: a tfleak Keras victim and
+breaching's own model of that architecture with the Keras weights copied in
+(`torch_inversion.copy_weights`; the two models' logits are checked to agree on
+every batch before anything runs). Both sides compute the client's update of
+the same CIFAR-10 (JPEG) test images and labels, then attack it with the same
+iteration budget. The cells (issue 17):
+
+- `resnet20_fresh_eval`, `resnet20_fresh_train`: a fresh ResNet-20, one image,
+  the client's batch norm in eval or training mode; IG against breaching's
+  `invertinggradients`, labels known;
+- `resnet20_trained_train`: the same on the shipped 85 % ResNet-20, training mode;
+- `resnet20_fresh_b4_restored`: a batch of 4, labels restored by each tool's own
+  method (tfleak 'counts', breaching's default 'bias-corrected');
+- `resnet20_fresh_b4_fedavg`: a batch of 4 shared as breaching's `local_updates`
+  user does (4 SGD steps of one image each at learning rate 1e-3, the weight
+  difference), labels known, and tfleak's `FedAvg(4, 1e-3, 1)`;
+- `convnet_fresh_train`: a fresh ConvNet, one image, training mode;
+- `lenet_dlg`: DLG's LeNet, one image, labels optimised: tfleak's `DLG` against
+  breaching's `deepleakage`;
+- `resnet20_trained_b8_gradinversion`: a batch of 8 on the shipped ResNet-20,
+  training mode, labels restored by each (GradInversion's rule; breaching's
+  'yin'): tfleak's `GradInversion` against breaching's `seethroughgradients`.
+
+IG is Inverting Gradients (cosine distance, TV 0.2, signed Adam at 0.1 with
+step decay, box; one trial). Each side keeps its own units and defaults, as a
+user of either would run it: breaching optimises normalised images (its
+steps and TV act on `(x - mean) / std`), tfleak optimises [0, 1] pixels.
+DLG's cell gives both sides the same cap on L-BFGS iterations: breaching
+`--dlg_steps` steps of `torch.optim.LBFGS` (up to 20 iterations each, no
+restarts) against tfleak's `DLG` with `20 * dlg_steps / 5` iterations a trial
+and 4 restarts. DLG's LeNet has no normalisation layer, so breaching is given
+mean 0 and standard deviation 1 there and works in pixels too.
+
+Per cell and side: PSNR and SSIM after matching (`tfleak.metrics.evaluate`,
+[0, 1] image space), label accuracy (as multisets) and the seconds of the whole
+attack call, tracing included, each as mean and standard deviation over
+`--repeats` images or batches (batch r drawn with seed r). Both frameworks run
+with `--threads` intra-op threads; torch's default threads slow down
+twenty-fold beside another job on two cores, one thread far less.
+
+    python benchmarks/breaching_side_by_side.py --cells=all --repeats=3 \\
+        --image_iterations=2000 --batch_iterations=1000 \\
+        --output=benchmarks/results/breaching_side_by_side.json
+
+Every finished side of every repeat is written to the JSON at once
+(atomically); rerunning the same command resumes after it, and a rerun with
+other budgets is refused. Needs the `bench` extra (`make install-bench`).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# breaching first: its torchvision loads triton, whose C module crashes the
+# process (segmentation fault) when it is loaded after TensorFlow.
+import breaching  # noqa: E402, F401
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    model: str
+    weights: str  # 'fresh' or 'trained' (the shipped 85 % ResNet-20)
+    batch_size: int
+    batch_norm: str  # the client's: 'eval' or 'train'
+    labels: str  # 'known', 'restored' (each tool its own way) or 'optimized'
+    attack: str  # breaching's attack configuration
+    local_steps: int = 0  # > 0: breaching's local_updates user, one image a step
+
+
+CELLS = {
+    "resnet20_fresh_eval": Cell("resnet20", "fresh", 1, "eval", "known", "invertinggradients"),
+    "resnet20_fresh_train": Cell("resnet20", "fresh", 1, "train", "known", "invertinggradients"),
+    "resnet20_trained_train": Cell(
+        "resnet20", "trained", 1, "train", "known", "invertinggradients"
+    ),
+    "resnet20_fresh_b4_restored": Cell(
+        "resnet20", "fresh", 4, "train", "restored", "invertinggradients"
+    ),
+    "resnet20_fresh_b4_fedavg": Cell(
+        "resnet20", "fresh", 4, "train", "known", "invertinggradients", local_steps=4
+    ),
+    "convnet_fresh_train": Cell("convnet", "fresh", 1, "train", "known", "invertinggradients"),
+    "lenet_dlg": Cell("lenet", "fresh", 1, "train", "optimized", "deepleakage"),
+    "resnet20_trained_b8_gradinversion": Cell(
+        "resnet20", "trained", 8, "train", "restored", "seethroughgradients"
+    ),
+}
+LOCAL_LEARNING_RATE = 1e-3  # breaching's local_updates user
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("cells", ["all"], f"Cells to run: all or some of {', '.join(CELLS)}.")
+flags.DEFINE_integer("repeats", 3, "Images or batches per cell (batch r drawn with seed r).")
+flags.DEFINE_integer("image_iterations", 4800, "Iterations of the one-image IG cells.")
+flags.DEFINE_integer("batch_iterations", 2000, "Iterations of the batch cells.")
+flags.DEFINE_integer("dlg_steps", 300, "breaching's L-BFGS steps in the DLG cell (see above).")
+flags.DEFINE_integer("gradinversion_starts", 1, "tfleak GradInversion's seeds G in its cell.")
+flags.DEFINE_integer("threads", 1, "Intra-op threads of both frameworks.")
+flags.DEFINE_string("data_dir", "../shared/data", "Folder holding cifar10/test/<class>/*.jpg.")
+flags.DEFINE_string(
+    "output", "benchmarks/results/breaching_side_by_side.json", "JSON path; a PNG goes beside it."
+)
+flags.DEFINE_string(
+    "arrays_dir", "results/breaching_side_by_side", "Folder for each side's reconstructions (.npy)."
+)
+
+SIDES = ("tfleak", "breaching")
+
+
+def _settings() -> tuple:
+    for name in ("repeats", "image_iterations", "batch_iterations", "dlg_steps", "threads"):
+        if getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name} must be at least 1; got {getattr(FLAGS, name)}.")
+    cells = list(CELLS) if FLAGS.cells == ["all"] else FLAGS.cells
+    unknown = sorted(set(cells) - set(CELLS))
+    if unknown:
+        raise app.UsageError(f"unknown --cells {unknown}; choose from all, {', '.join(CELLS)}.")
+    return {
+        "image_iterations": FLAGS.image_iterations,
+        "batch_iterations": FLAGS.batch_iterations,
+        "dlg_steps": FLAGS.dlg_steps,
+        "gradinversion_starts": FLAGS.gradinversion_starts,
+        "threads": FLAGS.threads,
+    }, cells
+
+
+def _iterations(cell: Cell) -> int:
+    if cell.attack == "deepleakage":
+        return FLAGS.dlg_steps
+    return FLAGS.image_iterations if cell.batch_size == 1 else FLAGS.batch_iterations
+
+
+def _batch(batch_size: int, repeat: int):
+    from tfleak.data import load_dataset
+
+    rng = np.random.default_rng(repeat)
+    indices = sorted(int(i) for i in rng.choice(10_000, batch_size, replace=False))
+    data = load_dataset("cifar10", "test", data_dir=FLAGS.data_dir, indices=indices)
+    return data.images.astype(np.float32), data.labels.astype(np.int64), indices
+
+
+def _keras_model(cell: Cell):
+    import tfleak
+    from tfleak.models.classic import lenet
+    from tfleak.models.convnet import convnet
+    from tfleak.models.resnet import resnet
+
+    if cell.weights == "trained":
+        return tfleak.models.trained_victim(cell.model).model
+    if cell.model == "lenet":
+        return lenet((32, 32, 3), 10, seed=0)
+    return convnet(seed=0) if cell.model == "convnet" else resnet(20, seed=0)
+
+
+def _tfleak_attack(cell: Cell, repeat: int):
+    import tfleak
+
+    iterations = _iterations(cell)
+    update = None
+    if cell.local_steps:
+        update = tfleak.FedAvg(
+            local_steps=cell.local_steps,
+            local_learning_rate=LOCAL_LEARNING_RATE,
+            local_batch_size=1,
+        )
+    if cell.attack == "deepleakage":
+        return tfleak.DLG(iterations=20 * iterations // 5, restarts=4, seed=repeat), update
+    if cell.attack == "seethroughgradients":
+        return tfleak.GradInversion(
+            iterations=iterations, starts=FLAGS.gradinversion_starts, seed=repeat
+        ), update
+    strategy = "counts" if cell.labels == "restored" else "known"
+    attack = tfleak.InvertingGradients(
+        iterations=iterations, label_strategy=strategy, update=update, seed=repeat
+    )
+    return attack, update
+
+
+def _run_tfleak(cell: Cell, keras_model, images, labels, repeat: int) -> dict:
+    import tfleak
+
+    victim = tfleak.as_victim(keras_model, batch_norm=cell.batch_norm)
+    attack, update = _tfleak_attack(cell, repeat)
+    observed = (update or tfleak.FedSGD()).share(victim, images, labels)
+    start = time.perf_counter()
+    result = attack(
+        victim,
+        observed,
+        labels=labels if cell.labels == "known" else None,
+        batch_size=len(labels),
+        ground_truth=(images, labels),
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "reconstruction": np.asarray(result.reconstruction, np.float32),
+        "labels": None if result.labels is None else np.asarray(result.labels, np.int64),
+        "seconds": seconds,
+        "attack": repr(attack),
+    }
+
+
+def _run_breaching(cell: Cell, keras_model, images, labels, repeat: int, checks: dict) -> dict:
+    import torch_inversion
+
+    iterations = _iterations(cell)
+    cfg = torch_inversion.breaching_config(
+        iterations, callback=max(iterations // 10, 1), attack=cell.attack
+    )
+    if cell.model == "lenet":  # no normalisation layer in DLG's LeNet: pixels on both sides
+        cfg.case.data.mean, cfg.case.data.std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    model, loss = torch_inversion.breaching_model(cell.model, cfg)
+    torch_inversion.copy_weights(keras_model, model)
+    difference = torch_inversion.logit_difference(keras_model, model, images, cfg)
+    checks["max_abs_logit_difference"] = max(difference.values())
+    if checks["max_abs_logit_difference"] >= 1e-4:
+        raise RuntimeError(f"the torch copy disagrees with the Keras victim: {difference}")
+    local = None
+    if cell.local_steps:
+        local = dict(steps=cell.local_steps, lr=LOCAL_LEARNING_RATE, data_per_step=1)
+    out = torch_inversion.reconstruct(
+        model,
+        loss,
+        cfg,
+        images,
+        labels,
+        batch_norm="train" if cell.model == "lenet" else cell.batch_norm,
+        seed=repeat,
+        labels_known=cell.labels == "known",
+        local_updates=local,
+    )
+    return {
+        "reconstruction": out["reconstruction"],
+        "labels": out["labels"],
+        "seconds": out["seconds"],
+        "attack": out["attacker"],
+    }
+
+
+def _score(images, labels, out: dict) -> dict:
+    from tfleak import metrics
+
+    found = out["labels"]
+    if found is not None and len(np.asarray(found).reshape(-1)) != len(labels):
+        found = None
+    found = None if found is None else np.asarray(found).reshape(-1)
+    scores = metrics.evaluate(images, out["reconstruction"], labels, found)
+    accuracy = scores.get("label_accuracy") if found is not None else None
+    return {
+        "psnr": scores["psnr"],
+        "ssim": scores["ssim"],
+        "psnr_per_image": scores["psnr_per_image"],
+        "order": [int(i) for i in scores["order"]],
+        "label_accuracy": accuracy,
+        "seconds": out["seconds"],
+        "attack": out["attack"],
+    }
+
+
+def _load(output: Path, settings: dict) -> dict:
+    if not output.is_file():
+        return {"settings": settings, "records": {}}
+    report = json.loads(output.read_text())
+    if report.get("settings") != settings:
+        raise app.UsageError(
+            f"{output} was written with other settings ({report.get('settings')}); "
+            "pass another --output or the same flags."
+        )
+    return report
+
+
+def _summary(report: dict) -> list:
+    rows = []
+    for name in [name for name in CELLS if name in report["records"]]:
+        records = report["records"][name]
+        row = {"cell": name}
+        for side in SIDES:
+            done = [r[side] for r in records.values() if side in r]
+            if not done:
+                continue
+            for key in ("psnr", "ssim", "seconds"):
+                values = np.array([d[key] for d in done], np.float64)
+                row[f"{side}_{key}"] = (float(values.mean()), float(values.std()), len(values))
+            accuracies = [d["label_accuracy"] for d in done if d["label_accuracy"] is not None]
+            row[f"{side}_labels"] = float(np.mean(accuracies)) if accuracies else None
+        rows.append(row)
+    return rows
+
+
+def _print_table(rows: list) -> None:
+    print(
+        "\n| cell | n | tfleak PSNR | breaching PSNR | tfleak SSIM | breaching SSIM "
+        "| tfleak s | breaching s | time ratio | labels (tfleak / breaching) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        if "tfleak_psnr" not in row or "breaching_psnr" not in row:
+            continue
+
+        def ms(key, fmt="{:.2f}", row=row):
+            mean, std, _ = row[key]
+            return f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+        ratio = row["tfleak_seconds"][0] / row["breaching_seconds"][0]
+        labels = " / ".join(
+            "-" if row[f"{s}_labels"] is None else f"{row[f'{s}_labels']:.2f}" for s in SIDES
+        )
+        n = min(row["tfleak_psnr"][2], row["breaching_psnr"][2])
+        print(
+            f"| {row['cell']} | {n} | {ms('tfleak_psnr')} | {ms('breaching_psnr')} "
+            f"| {ms('tfleak_ssim', '{:.3f}')} | {ms('breaching_ssim', '{:.3f}')} "
+            f"| {ms('tfleak_seconds', '{:.0f}')} | {ms('breaching_seconds', '{:.0f}')} "
+            f"| {ratio:.2f} | {labels} |"
+        )
+
+
+def main(argv):
+    del argv
+    settings, cells = _settings()
+    output = Path(FLAGS.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report = _load(output, settings)
+    arrays = Path(FLAGS.arrays_dir)
+    arrays.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    torch.set_num_threads(FLAGS.threads)
+    from tfleak.io import atomic_write_json
+
+    report.setdefault("versions", {})
+    report["versions"].update(
+        tensorflow=tf.__version__, torch=torch.__version__, python=sys.version.split()[0]
+    )
+    for name in cells:
+        cell = CELLS[name]
+        keras_model = _keras_model(cell)
+        records = report["records"].setdefault(name, {})
+        for repeat in range(FLAGS.repeats):
+            record = records.setdefault(str(repeat), {})
+            if all(side in record for side in SIDES):
+                continue
+            images, labels, indices = _batch(cell.batch_size, repeat)
+            record["indices"], record["labels"] = indices, labels.tolist()
+            checks = record.setdefault("checks", {})
+            for side in SIDES:
+                if side in record:
+                    continue
+                print(f"{name} #{repeat} ({side}): images {indices}, labels {labels.tolist()}")
+                if side == "tfleak":
+                    out = _run_tfleak(cell, keras_model, images, labels, repeat)
+                else:
+                    out = _run_breaching(cell, keras_model, images, labels, repeat, checks)
+                record[side] = _score(images, labels, out)
+                record["load_average"] = list(os.getloadavg())
+                np.save(arrays / f"{name}_{repeat}_{side}.npy", out["reconstruction"])
+                print(
+                    f"  PSNR {record[side]['psnr']:.2f} dB, SSIM {record[side]['ssim']:.3f}, "
+                    f"{out['seconds']:.1f} s"
+                )
+                atomic_write_json(output, report)
+    report["summary"] = _summary(report)
+    atomic_write_json(output, report)
+    _print_table(report["summary"])
+    print(f"Wrote {output}.")
+
+
+if __name__ == "__main__":
+    from tfleak.cli import run
+
+    run(main)
