@@ -157,8 +157,10 @@ def _keras_model(cell: Cell):
     from tfleak.models.convnet import convnet
     from tfleak.models.resnet import resnet
 
-    if cell.weights == "trained":
-        return tfleak.models.trained_victim(cell.model).model
+    if cell.weights == "trained":  # the plain Keras model, so both batch-norm modes copy over
+        model = tfleak.models.VICTIMS[cell.model]((32, 32, 3), 10)
+        model.load_weights(str(tfleak.models.WEIGHTS_DIR / f"{cell.model}_cifar10.weights.h5"))
+        return model
     if cell.model == "lenet":
         return lenet((32, 32, 3), 10, seed=0)
     return convnet(seed=0) if cell.model == "convnet" else resnet(20, seed=0)
