@@ -108,6 +108,15 @@ flags.DEFINE_integer("batch_iterations", 2000, "Iterations of the batch cells.")
 flags.DEFINE_integer("dlg_steps", 300, "breaching's L-BFGS steps in the DLG cell (see above).")
 flags.DEFINE_integer("gradinversion_starts", 1, "tfleak GradInversion's seeds G in its cell.")
 flags.DEFINE_integer("threads", 1, "Intra-op threads of both frameworks.")
+flags.DEFINE_enum(
+    "units",
+    "stated",
+    ["stated", "breaching"],
+    "tfleak's Inverting Gradients step size and TV weight: its own (0.1 and 0.2 in [0, 1] "
+    "pixel units) or breaching's normalised-space values converted to pixel units (0.1 x the "
+    "mean CIFAR-10 std and 0.2 / that std), so both take the same steps.",
+)
+flags.DEFINE_list("sides", list(("tfleak", "breaching")), "Sides to run: tfleak, breaching.")
 flags.DEFINE_string("data_dir", "../shared/data", "Folder holding cifar10/test/<class>/*.jpg.")
 flags.DEFINE_string(
     "output", "benchmarks/results/breaching_side_by_side.json", "JSON path; a PNG goes beside it."
@@ -127,7 +136,9 @@ def _settings() -> tuple:
     unknown = sorted(set(cells) - set(CELLS))
     if unknown:
         raise app.UsageError(f"unknown --cells {unknown}; choose from all, {', '.join(CELLS)}.")
+    units = {} if FLAGS.units == "stated" else {"units": FLAGS.units}
     return {
+        **units,
         "image_iterations": FLAGS.image_iterations,
         "batch_iterations": FLAGS.batch_iterations,
         "dlg_steps": FLAGS.dlg_steps,
@@ -184,8 +195,14 @@ def _tfleak_attack(cell: Cell, repeat: int):
             iterations=iterations, starts=FLAGS.gradinversion_starts, seed=repeat
         ), update
     strategy = "counts" if cell.labels == "restored" else "known"
+    units = {}
+    if FLAGS.units == "breaching":
+        from tfleak.models.resnet import CIFAR10_STD
+
+        std = float(np.mean(CIFAR10_STD))
+        units = {"learning_rate": 0.1 * std, "tv": 0.2 / std}
     attack = tfleak.InvertingGradients(
-        iterations=iterations, label_strategy=strategy, update=update, seed=repeat
+        iterations=iterations, label_strategy=strategy, update=update, seed=repeat, **units
     )
     return attack, update
 
@@ -330,6 +347,8 @@ def _print_table(rows: list) -> None:
 def main(argv):
     del argv
     settings, cells = _settings()
+    if not FLAGS.sides or not set(FLAGS.sides) <= set(SIDES):
+        raise app.UsageError(f"--sides must be some of {', '.join(SIDES)}; got {FLAGS.sides}.")
     output = Path(FLAGS.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     report = _load(output, settings)
@@ -354,12 +373,12 @@ def main(argv):
         records = report["records"].setdefault(name, {})
         for repeat in range(FLAGS.repeats):
             record = records.setdefault(str(repeat), {})
-            if all(side in record for side in SIDES):
+            if all(side in record for side in FLAGS.sides):
                 continue
             images, labels, indices = _batch(cell.batch_size, repeat)
             record["indices"], record["labels"] = indices, labels.tolist()
             checks = record.setdefault("checks", {})
-            for side in SIDES:
+            for side in FLAGS.sides:
                 if side in record:
                     continue
                 print(f"{name} #{repeat} ({side}): images {indices}, labels {labels.tolist()}")
