@@ -27,7 +27,6 @@ import tensorflow as tf
 
 from tfleak.attacks.inputs import batch_norm_targets, check_observation, fixed_labels
 from tfleak.attacks.labels import LABEL_STRATEGIES
-from tfleak.attacks.objectives import GradientMatching
 from tfleak.attacks.result import AttackResult, attack_result, batch_size_of
 from tfleak.attacks.settings import (
     LBFGS,
@@ -37,6 +36,7 @@ from tfleak.attacks.settings import (
     replace_settings,
 )
 from tfleak.attacks.solvers import trial_runner
+from tfleak.attacks.stacked import ATTACK_LAYOUTS, attacks_objective
 from tfleak.attacks.trials import AttacksMonitor, StopRule, TrialOutcome
 from tfleak.metrics import check_ground_truth
 from tfleak.threats.federated import FedSGD
@@ -201,6 +201,7 @@ class GradientInversion:
         ground_truths: Optional[Sequence[tuple]] = None,
         strategy: Optional[tf.distribute.Strategy] = None,
         verbose: int = 1,
+        layout: str = "auto",
     ) -> list[AttackResult]:
         """Runs this attack on every observation at once: `self(victim, g)` for each `g`, batched.
 
@@ -217,6 +218,14 @@ class GradientInversion:
         optimises its own attacks' dummy data, held in tensors and never in a
         mirrored variable, so nothing is all-reduced across independent attacks.
 
+        `layout='grouped'` gives every row its own copy of the victim's weights
+        (`tfleak.attacks.stacked`): the rows' weight gradients come out of one
+        batched backward pass (grouped convolutions, batched matmuls), so the
+        cost per attack falls as attacks are added. `'per_attack'` computes each
+        row's gradient on its own (side by side, or `tf.vectorized_map` with
+        `vectorize=True`). `'auto'` takes 'grouped' for two rows or more where
+        the victim allows it (`tfleak.attacks.stacked.grouped_layout_reason`).
+
         Args:
           victim: the `tfleak.models.Victim` (or Keras model) all observations
             came from, with the same weights.
@@ -231,6 +240,7 @@ class GradientInversion:
             The attack list is padded to a multiple of the replica count with
             copies of the last attack, whose results are dropped.
           verbose: 0 silent, 1 one progress bar per trial for all attacks.
+          layout: 'auto', 'grouped' or 'per_attack' (see above).
 
         Returns:
           A list of A `AttackResult`s, in the order of `observed_gradients`;
@@ -241,8 +251,14 @@ class GradientInversion:
             zeros or not finite; labels or ground truths of another count; the
             'group' prior (its consensus would mix attacks); `bn_target='shared'`;
             a multi-replica strategy with a first-order optimizer (its dummy data
-            is a Keras variable, which a strategy would mirror and all-reduce).
+            is a Keras variable, which a strategy would mirror and all-reduce);
+            an unknown layout, or 'grouped' for a victim or update it cannot
+            evaluate (the message says why).
         """
+        if layout not in ATTACK_LAYOUTS:
+            raise ValueError(
+                f"unknown layout {layout!r}; choose one of {', '.join(ATTACK_LAYOUTS)}."
+            )
         if "group" in self.objective.priors:
             raise ValueError(
                 "the 'group' prior averages the starts of one attack; attack_many would mix "
@@ -254,8 +270,9 @@ class GradientInversion:
                 "none. Use bn_target='moving' or run the attacks one at a time."
             )
         return self._run(
-            victim, observed_gradients, batch_size, labels, ground_truths, strategy, verbose
-        )
+            victim, observed_gradients, batch_size, labels, ground_truths, strategy, verbose,
+            layout=layout,
+        )  # fmt: skip
 
     def _run(
         self,
@@ -268,6 +285,7 @@ class GradientInversion:
         verbose=1,
         batch_statistics=None,
         on_snapshot=None,
+        layout="per_attack",
     ) -> list[AttackResult]:
         """The one restart loop, over A >= 1 attacks of one victim (one attack is A = 1)."""
         from tfleak.models import as_victim
@@ -328,14 +346,15 @@ class GradientInversion:
         else:
             one_hot = tf.one_hot(np.stack([fixed[a] for a in order]), classes)
             probabilities = tf.repeat(one_hot, starts, axis=0)
-        objective = GradientMatching(
+        objective = attacks_objective(
+            layout,
+            padded * starts // replicas,
             victim,
             self.objective.distance,
             self.objective.priors,
             self.objective.bn_first_layer_scale,
             self.trials.vectorize,
             update=self.update,
-            stacked=True,
         )
         zeros = [tf.zeros_like(g) for g in observations[0]]
         zero_distances = [float(objective.distance(zeros, o)) for o in observations]

@@ -11,23 +11,97 @@ reuse the traced graphs: `BatchedLBFGS.for_objective` caches one solver per
 victim and layout. All starts are independent rows of one `[starts, dimension]`
 position, each holding one dummy batch (data, then label logits), and the
 objective (`GradientMatching`) evaluates them side by side in one graph.
+
+With the grouped objective of `attack_many` (`tfleak.attacks.stacked`), the
+solver batches too (`direction='compact'`). tfp's two-loop recursion walks the
+`history_size` correction pairs one at a time, with elementwise ops over all
+rows and several copies of the history at every iteration: on a trivial
+objective of iDLG's dimension on LeNet (3,082, 100 pairs), 1.2 ms per
+attack-evaluation at 32 attacks against 2.2 ms at one (measured under load on
+2 cores). The compact form computes the same search
+direction `-H g` (Nocedal and Wright 2006, eq. 7.19 and the two-loop recursion,
+Algorithm 7.4) from batched matrix-vector products with the histories
+`S, Y` `[rows, m, dimension]` and two triangular solves with the pairs
+`s_i . y_j` `[rows, m, m]`, which are kept up to date one row and column per
+iteration. tfp's Hager-Zhang line search (`bfgs_utils.line_search_step`) and
+its stopping rules are used as they are, so only the rounding differs from
+`tfp.optimizer.lbfgs_minimize`. Eight iDLG attacks on LeNet ran in 3.0 s with it
+against 5.5 s with tfp's (one run, under load).
 """
 
 from __future__ import annotations
 
+import collections
 import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.optimizer import bfgs_utils
 from tensorflow_probability.python.optimizer.lbfgs import LBfgsOptimizerResults
 
 from tfleak.attacks.candidate import DUMMY_INITS
 
-__all__ = ["BatchedLBFGS", "ReplicatedLBFGS"]
+__all__ = ["BatchedLBFGS", "ReplicatedLBFGS", "CompactResults", "compact_direction"]
 
 _SOLVERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+# L-BFGS's state for the compact direction: tfp's fields, with the histories
+# as `[rows, m, dimension]` (oldest pair first, zeros where none yet) and the
+# pairs `pairs[r, i, j] = s_i . y_j` `[rows, m, m]`.
+CompactResults = collections.namedtuple("CompactResults", [*LBfgsOptimizerResults._fields, "pairs"])
+
+
+def compact_direction(state: CompactResults) -> tf.Tensor:
+    """`-H g` `[rows, dimension]`, the L-BFGS search direction of every row.
+
+    The two-loop recursion as tfp computes it (`alpha_i = rho_i s_i . q_i`,
+    `q_i = g - sum_{j > i} alpha_j y_j`; then `r_0 = gamma q`, `beta_i = rho_i y_i . r_i`,
+    `r_{i+1} = r_i + (alpha_i - beta_i) s_i`), with every sum over the history
+    gathered in the pairs `P[i, j] = s_i . y_j`: `alpha` solves the upper
+    triangular `(I + diag(rho) triu(P, 1)) alpha = rho * S g` and
+    `delta = alpha - beta` the lower triangular
+    `(I + diag(rho) tril(P^T, -1)) delta = alpha - rho * Y r_0`; the direction is
+    `-(r_0 + S^T delta)`. Empty pairs (zeros) have `rho = 0` and no effect.
+    """
+    s_history, y_history = state.position_deltas, state.gradient_deltas
+    pairs, gradient = state.pairs, state.objective_gradient
+    inv_rho = tf.linalg.diag_part(pairs)
+    rho = tf.math.divide_no_nan(tf.ones_like(inv_rho), inv_rho)
+    eye = tf.eye(tf.shape(pairs)[-1], dtype=pairs.dtype)
+    upper = tf.linalg.band_part(pairs, 0, -1) - tf.linalg.diag(inv_rho)
+    rhs = (rho * tf.linalg.matvec(s_history, gradient))[..., None]
+    alpha = tf.linalg.triangular_solve(eye + rho[..., None] * upper, rhs, lower=False)[..., 0]
+    q = gradient - tf.linalg.matvec(y_history, alpha, transpose_a=True)
+    last = y_history[:, -1]
+    gamma = inv_rho[:, -1] / tf.reduce_sum(last * last, axis=-1)
+    r = gamma[:, None] * q
+    lower = tf.linalg.band_part(tf.linalg.matrix_transpose(pairs), -1, 0) - tf.linalg.diag(inv_rho)
+    rhs = (alpha - rho * tf.linalg.matvec(y_history, r))[..., None]
+    delta = tf.linalg.triangular_solve(eye + rho[..., None] * lower, rhs, lower=True)[..., 0]
+    return -(r + tf.linalg.matvec(s_history, delta, transpose_a=True))
+
+
+def _push(state: CompactResults, before: CompactResults) -> CompactResults:
+    """Appends the pair `(s, y)` of the step from `before` to `state` where it moved."""
+    s = state.position - before.position
+    y = state.objective_gradient - before.objective_gradient
+    s_history = tf.concat([before.position_deltas[:, 1:], s[:, None]], axis=1)
+    y_history = tf.concat([before.gradient_deltas[:, 1:], y[:, None]], axis=1)
+    row = tf.linalg.matvec(y_history, s)  # s . y_j, the new row
+    column = tf.linalg.matvec(s_history, y)[:, :-1]  # s_i . y, the new column
+    kept = tf.concat([before.pairs[:, 1:, 1:], column[..., None]], axis=2)
+    pairs = tf.concat([kept, row[:, None]], axis=1)
+    update = ~(state.converged | state.failed)
+    new = (s_history, y_history, pairs)
+    old = (before.position_deltas, before.gradient_deltas, before.pairs)
+
+    def masked():
+        return tuple(tf.where(tf.reshape(update, [-1, 1, 1]), n, o) for n, o in zip(new, old))
+
+    s_history, y_history, pairs = tf.cond(tf.reduce_all(update), lambda: new, masked)
+    return state._replace(position_deltas=s_history, gradient_deltas=y_history, pairs=pairs)
 
 
 class BatchedLBFGS:
@@ -43,12 +117,16 @@ class BatchedLBFGS:
       history_size: L-BFGS correction pairs.
       jit_compile: compile the solver with XLA (faster evaluations, slower
         first call).
+      direction: 'two_loop' (`tfp.optimizer.lbfgs_minimize`) or 'compact'
+        (`compact_direction`, batched over the rows, with tfp's line search).
     """
 
     def __init__(
-        self, objective, batch_size, optimise_labels, starts, init, history_size, jit_compile=False
-    ):
+        self, objective, batch_size, optimise_labels, starts, init, history_size, jit_compile=False,
+        direction="two_loop",
+    ):  # fmt: skip
         victim = objective.victim
+        self.direction = direction
         self.objective = objective
         self.starts = starts
         self.init = init
@@ -65,13 +143,17 @@ class BatchedLBFGS:
     def for_objective(
         cls, objective, batch_size, optimise_labels, starts, init, history_size, jit_compile=False
     ):
-        """The cached solver for this objective's victim and layout (traced graphs reused)."""
+        """The cached solver for this objective's victim and layout (traced graphs reused).
+
+        The grouped objective (`tfleak.attacks.stacked`) gets the compact direction.
+        """
         key = (
             objective.distance_name,
             tuple(sorted(objective.priors.items())),
             objective.bn_first_layer_scale,
             objective.vectorize,
             objective.stacked,
+            getattr(objective, "layout", "per_attack"),
             repr(objective.update),
             batch_size,
             optimise_labels,
@@ -82,7 +164,8 @@ class BatchedLBFGS:
         )
         solvers = _SOLVERS.setdefault(objective.victim, {})
         if key not in solvers:
-            solvers[key] = cls(objective, *key[6:])
+            direction = "compact" if key[5] == "grouped" else "two_loop"
+            solvers[key] = cls(objective, *key[7:], direction=direction)
         return solvers[key]
 
     def unpack(self, positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -133,8 +216,7 @@ class BatchedLBFGS:
     def initialize_step(self, positions, observed, labels, bn_targets) -> LBfgsOptimizerResults:
         """The optimizer state at new starts (one objective evaluation); `initialize` traced."""
         values, gradients = self._value_and_gradients(observed, labels, bn_targets)(positions)
-        history = tf.zeros([self.history_size, *positions.shape], dtype=positions.dtype)
-        return LBfgsOptimizerResults(
+        common = dict(
             converged=tf.zeros([self.starts], tf.bool),
             failed=~tf.math.is_finite(values),
             num_iterations=tf.constant(0),
@@ -142,14 +224,22 @@ class BatchedLBFGS:
             position=positions,
             objective_value=values,
             objective_gradient=gradients,
-            position_deltas=history,
-            gradient_deltas=history,
         )
+        if self.direction == "compact":
+            history = tf.zeros([positions.shape[0], self.history_size, positions.shape[1]])
+            pairs = tf.zeros([positions.shape[0], self.history_size, self.history_size])
+            return CompactResults(
+                **common, position_deltas=history, gradient_deltas=history, pairs=pairs
+            )
+        history = tf.zeros([self.history_size, *positions.shape], dtype=positions.dtype)
+        return LBfgsOptimizerResults(**common, position_deltas=history, gradient_deltas=history)
 
     def resume_step(
         self, results, max_iterations, observed, labels, bn_targets
     ) -> LBfgsOptimizerResults:
         """Continues every start up to `max_iterations` in all; `resume` is this traced."""
+        if self.direction == "compact":
+            return self._resume_compact(results, max_iterations, observed, labels, bn_targets)
         return tfp.optimizer.lbfgs_minimize(
             self._value_and_gradients(observed, labels, bn_targets),
             initial_position=None,
@@ -159,6 +249,31 @@ class BatchedLBFGS:
             tolerance=0.0,
             max_iterations=max_iterations,
         )
+
+    def _resume_compact(self, results, max_iterations, observed, labels, bn_targets):
+        """`lbfgs_minimize`'s loop (tolerances 0, 50 line-search steps) with `compact_direction`."""
+        value_and_gradients = self._value_and_gradients(observed, labels, bn_targets)
+        zero = tf.constant(0.0, results.position.dtype)
+
+        def search(state):
+            state = bfgs_utils.terminate_if_not_finite(state)
+            direction = tf.cond(
+                tf.equal(state.num_iterations, 0),
+                lambda: -state.objective_gradient,
+                lambda: compact_direction(state),
+            )
+            moved = bfgs_utils.line_search_step(
+                state, value_and_gradients, direction, zero, zero, zero,
+                bfgs_utils.converged_all, 50, zero,
+            )  # fmt: skip
+            return [_push(moved, state)]
+
+        def going(state):
+            return (state.num_iterations < max_iterations) & ~bfgs_utils.converged_all(
+                state.converged, state.failed
+            )
+
+        return tf.while_loop(going, search, [results], parallel_iterations=1)[0]
 
     def _distances(self, positions, observed, labels, bn_targets) -> tf.Tensor:
         data, logits = self.unpack(positions)
@@ -203,15 +318,16 @@ class ReplicatedLBFGS:
     def _merge(self, per_replica) -> LBfgsOptimizerResults:
         parts = self.strategy.experimental_local_results(per_replica)
         merged = {}
-        for field in LBfgsOptimizerResults._fields:
+        kind = type(parts[0])
+        for field in kind._fields:
             values = [getattr(p, field) for p in parts]
             if field in ("num_iterations", "num_objective_evaluations"):
                 merged[field] = tf.reduce_max(tf.stack(values))
-            elif field in ("position_deltas", "gradient_deltas"):
+            elif field in ("position_deltas", "gradient_deltas") and kind is LBfgsOptimizerResults:
                 merged[field] = tf.concat(values, axis=1)  # [history, starts, dimension]
             else:
                 merged[field] = tf.concat(values, axis=0)
-        return LBfgsOptimizerResults(**merged)
+        return kind(**merged)
 
     def _initialize(self, positions, observed, labels, bn_targets):
         rows = self._split((positions, list(observed), labels))

@@ -21,7 +21,9 @@ def attack_many(attack, victim, observed_gradients: Sequence[Sequence], **kwargs
       attack: a `GradientInversion` (DLG, IDLG, InvertingGradients, ...).
       victim: the victim all observations came from.
       observed_gradients: A >= 1 shared updates of one batch size.
-      **kwargs: `batch_size`, `labels`, `ground_truths`, `strategy`, `verbose`.
+      **kwargs: `batch_size`, `labels`, `ground_truths`, `strategy`, `verbose`,
+        `layout` ('auto', 'grouped': a weight copy per attack, see
+        `tfleak.attacks.stacked`; 'per_attack').
 
     Returns:
       A list of A `AttackResult`s, in the order of `observed_gradients`.

@@ -103,6 +103,7 @@ def _candidate(attack, objective, batch_size, optimise_labels, starts, seed_peri
         batch_size,
         optimise_labels,
         objective.stacked,
+        getattr(objective, "layout", "per_attack"),
         seed_period,
     )
     cache = _CANDIDATES.setdefault(objective.victim, {})
