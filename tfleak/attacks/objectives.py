@@ -5,6 +5,11 @@ tensors of equal structure:
 
 - `l2`: the squared Euclidean distance summed over variables,
   `sum_l ||g'_l - g_l||^2` (DLG, Zhu et al. 2019, eq. 4).
+- `l2_norms`: the Euclidean distance of every variable's gradient, summed
+  over variables, `sum_l ||g'_l - g_l||_2`, not squared (GradInversion, Yin
+  et al. 2021, eq. 2: `L_grad = alpha_G sum_l ||grad_l(x') - grad_l(x)||_2`);
+  each layer weighs by its distance, not its squared distance, so layers
+  with small gradients count more than under `l2`.
 - `cosine`: one minus the cosine similarity of the concatenated gradients,
   `1 - <g', g> / (||g'|| ||g||)` (Inverting Gradients, Geiping et al. 2020,
   eq. 4), insensitive to the gradient's scale.
@@ -32,6 +37,7 @@ __all__ = [
     "GRADIENT_DISTANCES",
     "get_gradient_distance",
     "squared_l2",
+    "l2_norms",
     "cosine_distance",
     "GradientMatching",
 ]
@@ -42,6 +48,21 @@ def squared_l2(dummy: Sequence[tf.Tensor], observed: Sequence[tf.Tensor]) -> tf.
     return tf.add_n([tf.reduce_sum(tf.square(d - o)) for d, o in zip(dummy, observed)])
 
 
+def l2_norms(dummy: Sequence[tf.Tensor], observed: Sequence[tf.Tensor]) -> tf.Tensor:
+    """`sum_l ||dummy_l - observed_l||_2`, a float32 scalar >= 0 (GradInversion eq. 2).
+
+    One L2 norm per variable (a layer's kernel and bias are two terms), summed;
+    the paper's alpha_G multiplies it (see `tfleak.GradInversion`). The
+    gradient of a norm is undefined at 0: `1e-24` under each root keeps it
+    finite, so a variable matched exactly adds 1e-12 and no gradient.
+
+    Paper: https://arxiv.org/abs/2104.07586.
+    """
+    return tf.add_n(
+        [tf.sqrt(tf.reduce_sum(tf.square(d - o)) + 1e-24) for d, o in zip(dummy, observed)]
+    )
+
+
 def cosine_distance(dummy: Sequence[tf.Tensor], observed: Sequence[tf.Tensor]) -> tf.Tensor:
     """`1 - cos(dummy, observed)` over all variables, a float32 scalar in [0, 2]."""
     dot = tf.add_n([tf.reduce_sum(d * o) for d, o in zip(dummy, observed)])
@@ -50,7 +71,11 @@ def cosine_distance(dummy: Sequence[tf.Tensor], observed: Sequence[tf.Tensor]) -
     return 1.0 - dot / (dummy_norm * observed_norm + 1e-12)
 
 
-GRADIENT_DISTANCES: dict[str, Callable] = {"l2": squared_l2, "cosine": cosine_distance}
+GRADIENT_DISTANCES: dict[str, Callable] = {
+    "l2": squared_l2,
+    "cosine": cosine_distance,
+    "l2_norms": l2_norms,
+}
 
 
 def get_gradient_distance(name: str) -> Callable:

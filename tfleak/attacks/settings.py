@@ -103,7 +103,8 @@ class Objective:
       distance: gradient distance `D`, a key of
         `tfleak.attacks.objectives.GRADIENT_DISTANCES`.
       priors: prior name -> weight `w_k` (dimensionless), names from
-        `tfleak.attacks.priors.PRIORS` ('tv', 'l2', 'bn', 'group').
+        `tfleak.attacks.priors.PRIORS` ('tv', 'l2', 'bn', 'group', and the norm forms
+        'tv_norms', 'l2_norms' of GradInversion and DeepInversion).
       bn_target: what the 'bn' prior matches: 'moving' (the victim's moving
         statistics, known to the server) or 'shared' (batch statistics the
         client shared; pass `batch_statistics=` to the attack).
@@ -123,7 +124,7 @@ class Objective:
         _choose("bn_target", self.bn_target, BN_TARGETS)
         _finite(self, "bn_first_layer_scale")
         for name, weight in self.priors.items():
-            _choose("prior", name, tuple(sorted(PRIORS)))
+            _choose("prior", name, tuple(PRIORS))
             if not (math.isfinite(float(weight)) and float(weight) >= 0):
                 raise ValueError(f"prior {name!r} needs a finite weight >= 0; got {weight}.")
 
