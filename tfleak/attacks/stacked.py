@@ -60,28 +60,7 @@ __all__ = [
 # (each row's gradient on its own: side by side, or `vectorize=True`).
 ATTACK_LAYOUTS = ("auto", "grouped", "per_attack")
 
-# Layers without trainable weights that act on each example on its own: they
-# are called on the rows folded into the batch axis.
-PER_EXAMPLE_LAYERS = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.Flatten,
-    keras.layers.Reshape,
-    keras.layers.ZeroPadding2D,
-    keras.layers.Cropping2D,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling2D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.Rescaling,
-    keras.layers.Normalization,
-    keras.layers.Dropout,
-)
-
-
-# Of those, the layers that act on every channel alike: evaluated on the
+# Layers without weights that act on every channel alike: evaluated on the
 # channels layout `[batch, h, w, rows * channels]` as they are.
 CHANNELWISE_LAYERS = (
     keras.layers.ReLU,
@@ -94,6 +73,17 @@ CHANNELWISE_LAYERS = (
     keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalMaxPooling2D,
     keras.layers.Dropout,
+)
+
+# Layers without trainable weights that act on each example on its own (the
+# channel-wise ones and these): they are called on the rows folded into the
+# batch axis.
+PER_EXAMPLE_LAYERS = CHANNELWISE_LAYERS + (
+    keras.layers.Activation,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Rescaling,
+    keras.layers.Normalization,
 )
 
 
