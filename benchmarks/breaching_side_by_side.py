@@ -129,7 +129,8 @@ SIDES = ("tfleak", "breaching")
 
 
 def _settings() -> tuple:
-    for name in ("repeats", "image_iterations", "batch_iterations", "dlg_steps", "threads"):
+    counts = ("repeats", "image_iterations", "batch_iterations", "dlg_steps", "threads")
+    for name in (*counts, "gradinversion_starts"):
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be at least 1; got {getattr(FLAGS, name)}.")
     cells = list(CELLS) if FLAGS.cells == ["all"] else FLAGS.cells
