@@ -24,6 +24,10 @@ import statistics
 import time
 from pathlib import Path
 
+# torch and its compiler first: torch.optim loads torch._dynamo, whose triton
+# crashes the process (segmentation fault) when loaded after TensorFlow.
+import torch
+import torch._dynamo  # noqa: F401
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -75,7 +79,6 @@ def main(argv):
 
     import numpy as np
     import tensorflow as tf
-    import torch
 
     import tfleak
 

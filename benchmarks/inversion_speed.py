@@ -40,6 +40,13 @@ import sys
 import time
 from pathlib import Path
 
+# breaching first when installed: its torchvision loads triton, whose C module
+# crashes the process (segmentation fault) when it is loaded after TensorFlow.
+try:
+    import breaching  # noqa: F401
+    import torch  # noqa: F401
+except ImportError:  # --sides=tfleak needs neither
+    pass
 import numpy as np
 from absl import app, flags
 

@@ -129,6 +129,30 @@ def test_compiled_solver_cache_does_not_keep_victims_alive():
     assert alive() is None
 
 
+def test_attacks_differing_in_seed_and_budget_share_one_traced_step(mnist):
+    # A study's repeats and settings reuse the compiled first-order step (the
+    # seed, learning rate and budget are variables of it), and the reused
+    # step gives what a fresh one gives.
+    from tfleak.attacks import solvers
+
+    image, label = mnist.images[:1], mnist.labels[:1]
+
+    def attack(victim, seed, iterations, learning_rate):
+        observed = victim.gradient(image, tf.constant(label))
+        settings = dict(optimizer="adam", restarts=0, learning_rate=learning_rate, seed=seed)
+        return tfleak.IDLG(iterations=iterations, **settings)(victim, observed, verbose=0)
+
+    victim = tfleak.LeNet((28, 28, 1), 10, seed=1)
+    attack(victim, seed=0, iterations=50, learning_rate=0.1)
+    reused = attack(victim, seed=5, iterations=100, learning_rate=0.05)
+    assert len(solvers._CANDIDATES[victim]) == 1
+    fresh = attack(
+        tfleak.LeNet((28, 28, 1), 10, seed=1), seed=5, iterations=100, learning_rate=0.05
+    )
+    np.testing.assert_allclose(reused.reconstruction, fresh.reconstruction, atol=1e-5)
+    assert reused.labels.tolist() == fresh.labels.tolist()
+
+
 @pytest.mark.parametrize(
     "attack, kwargs, message",
     [

@@ -24,6 +24,7 @@ seeds) is formed again from the current dummy data, inside the compiled step.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import keras
@@ -31,7 +32,7 @@ import tensorflow as tf
 
 from tfleak.attacks.registration import REGISTRATIONS, group_consensus
 
-__all__ = ["DUMMY_INITS", "Candidate", "make_schedule", "SCHEDULES"]
+__all__ = ["AttackSchedule", "DUMMY_INITS", "Candidate", "make_schedule", "SCHEDULES"]
 
 # name -> initializer factory(seed). DLG draws dummy data from N(0, 1)
 # ('normal'); tfleak starts from U[0, 1] ('uniform'), a valid image.
@@ -44,7 +45,7 @@ SCHEDULES = ("constant", "step", "cosine")
 
 
 def make_schedule(name: str, learning_rate: float, iterations: int, warmup: int = 0):
-    """A Keras learning-rate schedule over `iterations` steps.
+    """A Keras learning-rate schedule over `iterations` steps (an `AttackSchedule`).
 
     Args:
       name: 'constant'; 'step' (x0.1 at 3/8, 5/8 and 7/8 of the steps, as
@@ -57,21 +58,68 @@ def make_schedule(name: str, learning_rate: float, iterations: int, warmup: int 
     Raises:
       ValueError: an unknown name.
     """
-    if name == "constant":
-        return learning_rate
-    if name == "step":
-        boundaries = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
-        values = [learning_rate * 0.1**k for k in range(4)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    if name == "cosine":
-        warmup = min(int(warmup), iterations - 1)
-        return keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else learning_rate,
-            decay_steps=max(iterations - warmup, 1),
-            warmup_target=learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
-    raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+    return AttackSchedule(name, learning_rate, iterations, warmup)
+
+
+class AttackSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`make_schedule`'s step sizes, with the numbers held in variables.
+
+    The step size at optimizer step t (counted from 0) is
+    - 'constant': `learning_rate`;
+    - 'step': `learning_rate * 0.1**k`, k the number of boundaries
+      `floor(iterations * f)`, f in (3/8, 5/8, 7/8), that t exceeds (as
+      `keras.optimizers.schedules.PiecewiseConstantDecay`);
+    - 'cosine': with W = min(warmup, iterations - 1) and D = max(iterations -
+      W, 1), `learning_rate * t / W` while t < W, then `learning_rate * (1 +
+      cos(pi * min(t - W, D) / D)) / 2` (as `keras.optimizers.schedules.
+      CosineDecay` from 0 with `warmup_target=learning_rate`).
+
+    A compiled step reads the variables, so `assign` gives a traced attack a
+    new learning rate, budget or warm-up without tracing it again.
+
+    Raises:
+      ValueError: an unknown name.
+    """
+
+    def __init__(self, name: str, learning_rate: float, iterations: int, warmup: int = 0):
+        super().__init__()
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+        self.name = name
+        self._rate = tf.Variable(0.0, trainable=False, name="peak_learning_rate")
+        self._iterations = tf.Variable(1.0, trainable=False, name="schedule_iterations")
+        self._warmup = tf.Variable(0.0, trainable=False, name="schedule_warmup")
+        self.assign(learning_rate, iterations, warmup)
+
+    def assign(self, learning_rate: float, iterations: int, warmup: int = 0) -> None:
+        """Sets the peak step size, the steps of one trial and the warm-up steps."""
+        iterations = max(int(iterations), 1)
+        self._rate.assign(float(learning_rate))
+        self._iterations.assign(float(iterations))
+        self._warmup.assign(float(max(min(int(warmup), iterations - 1), 0)))
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        if self.name == "constant":
+            return tf.identity(self._rate)
+        if self.name == "step":
+            boundaries = tf.floor(self._iterations * tf.constant([3 / 8, 5 / 8, 7 / 8]))
+            passed = tf.reduce_sum(tf.cast(step > boundaries, tf.float32))
+            return self._rate * tf.pow(0.1, passed)
+        warmup = self._warmup
+        decay = tf.maximum(self._iterations - warmup, 1.0)
+        step = tf.minimum(step, decay + warmup)
+        warming = self._rate * step / tf.maximum(warmup, 1.0)
+        cosine = self._rate * 0.5 * (1.0 + tf.cos(math.pi * (step - warmup) / decay))
+        return tf.where(step < warmup, warming, cosine)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "learning_rate": float(self._rate.numpy()),
+            "iterations": int(self._iterations.numpy()),
+            "warmup": int(self._warmup.numpy()),
+        }
 
 
 class Candidate(keras.Model):
@@ -125,10 +173,15 @@ class Candidate(keras.Model):
         self.starts, self.batch_size = int(starts), int(batch_size)
         self.optimise_labels = bool(optimise_labels)
         self.signed, self.boxed, self.langevin = bool(signed), bool(boxed), float(langevin)
-        self.init, self.seed = init, int(seed)
         self.seed_period = int(seed_period or starts)
         self.group = "group" in objective.priors
-        self.group_every, self.group_warmup = int(group_every), int(group_warmup)
+        # Seeds and the group schedule are variables read by the compiled
+        # step: attacks that differ only in them share one traced graph.
+        self._seed = tf.Variable(0, dtype=tf.int64, trainable=False, name="seed")
+        self._group_every = tf.Variable(1, dtype=tf.int64, trainable=False, name="group_every")
+        self._group_warmup = tf.Variable(0, dtype=tf.int64, trainable=False, name="group_warmup")
+        self.set_starts(init, seed)
+        self.set_group_schedule(group_every, group_warmup)
         self.data_shape = (self.starts, self.batch_size, *victim.image_shape)
         # Registration 'none' is a translation of at most 0 pixels: a variable,
         # so switching between them does not trace the step again.
@@ -189,6 +242,23 @@ class Candidate(keras.Model):
                 if not variable.path.endswith("learning_rate"):
                     variable.assign(tf.zeros(variable.shape, variable.dtype))
 
+    def set_starts(self, init: str, seed: int) -> None:
+        """Chooses the initializer (a key of `DUMMY_INITS`) and seed of the next `reset`.
+
+        Raises:
+          ValueError: an unknown initializer.
+        """
+        if init not in DUMMY_INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(DUMMY_INITS)}.")
+        self.init, self.seed = init, int(seed)
+        self._seed.assign(self.seed)
+
+    def set_group_schedule(self, every: int, warmup: int) -> None:
+        """The group consensus is formed every `every` steps (>= 1) from step `warmup` on."""
+        self.group_every, self.group_warmup = max(int(every), 1), int(warmup)
+        self._group_every.assign(self.group_every)
+        self._group_warmup.assign(self.group_warmup)
+
     def label_probabilities(self, fixed: tf.Tensor) -> tf.Tensor:
         """`[starts, batch, classes]`: softmax of the dummy logits, or the known labels."""
         if self.optimise_labels:
@@ -228,8 +298,8 @@ class Candidate(keras.Model):
     def _refresh_consensus(self) -> None:
         """Forms the consensus again when the step count says so (in the graph)."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
-        due = (step >= self.group_warmup) & (
-            tf.math.floormod(step - self.group_warmup, self.group_every) == 0
+        due = (step >= self._group_warmup) & (
+            tf.math.floormod(step - self._group_warmup, self._group_every) == 0
         )
 
         def refresh():
@@ -262,7 +332,8 @@ class Candidate(keras.Model):
         if self.langevin:
             self._noise_seed.assign_add(1)
             noise = tf.random.stateless_normal(
-                self.data_shape, seed=tf.stack([tf.constant(self.seed, tf.int64), self._noise_seed])
+                self.data_shape,
+                seed=tf.stack([self._seed.read_value(), self._noise_seed.read_value()]),
             )
             self.dummy_data.assign_add(learning_rate * self.langevin * noise)
         if self.boxed:

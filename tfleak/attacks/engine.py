@@ -157,6 +157,10 @@ class GradientInversion:
     ) -> AttackResult:
         """Reconstructs the batch behind `observed_gradient`.
 
+        Several starts (`starts > 1`) are rows of one objective in the layout
+        `attack_many`'s `layout='auto'` picks: each row with its own copy of
+        the victim's weights where the victim allows it.
+
         Args:
           victim: the `tfleak.models.Victim` that produced the gradient, with
             the same weights (a Keras model is wrapped by `as_victim`).
@@ -190,6 +194,7 @@ class GradientInversion:
             batch_statistics=batch_statistics,
             verbose=verbose,
             on_snapshot=on_snapshot,
+            layout="auto",
         )[0]
 
     def attack_many(

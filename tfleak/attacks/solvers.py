@@ -88,16 +88,21 @@ def _first_order_trials(
 
 
 def _candidate(attack, objective, batch_size, optimise_labels, starts, seed_period) -> Candidate:
-    """One compiled `Candidate` per victim and configuration (traced graphs reused)."""
+    """One compiled `Candidate` per victim and configuration (traced graphs reused).
+
+    Prior weights, registration, seeds, initializer, learning rate, iteration
+    budget and the group schedule are variables or Python state of the
+    candidate, so attacks that differ only in them (the batches, repeats and
+    settings of one study) share one traced graph; the key holds what changes
+    the graph's structure.
+    """
     solver, trials, settings = attack.solver, attack.trials, attack.objective
     group = settings.group
-    # Prior weights and the registration are variables of the compiled
-    # candidate: attacks that differ only in them share one traced graph.
     key = (
-        repr(solver),
-        (trials.init, trials.seed, trials.vectorize),
+        (solver.optimizer, solver.schedule, solver.signed, solver.boxed, solver.langevin),
+        _chunk(solver),
+        trials.vectorize,
         (settings.distance, tuple(sorted(settings.priors)), settings.bn_first_layer_scale),
-        (group.every, group.warmup),
         repr(objective.update),
         starts,
         batch_size,
@@ -107,32 +112,33 @@ def _candidate(attack, objective, batch_size, optimise_labels, starts, seed_peri
         seed_period,
     )
     cache = _CANDIDATES.setdefault(objective.victim, {})
-    if key in cache:
-        cache[key].objective.set_prior_weights(settings.priors)
-        cache[key].set_registration(group.registration, group.max_shift)
-        return cache[key]
-    candidate = Candidate(
-        objective,
-        starts,
-        batch_size,
-        optimise_labels,
-        signed=solver.signed,
-        boxed=solver.boxed,
-        langevin=solver.langevin,
-        init=trials.init,
-        seed=trials.seed,
-        group_every=group.every,
-        group_warmup=group.warmup,
-        registration=group.registration,
-        max_shift=group.max_shift,
-        seed_period=seed_period,
-    )
-    rate = make_schedule(solver.schedule, solver.learning_rate, solver.iterations, solver.warmup)
-    optimizer = (
-        keras.optimizers.Adam(rate) if solver.optimizer == "adam" else keras.optimizers.SGD(rate)
-    )
-    candidate.compile(optimizer=optimizer, steps_per_execution=_chunk(solver))
-    cache[key] = candidate
+    candidate, schedule = cache.get(key, (None, None))
+    if candidate is None:
+        candidate = Candidate(
+            objective,
+            starts,
+            batch_size,
+            optimise_labels,
+            signed=solver.signed,
+            boxed=solver.boxed,
+            langevin=solver.langevin,
+            seed_period=seed_period,
+        )
+        schedule = make_schedule(
+            solver.schedule, solver.learning_rate, solver.iterations, solver.warmup
+        )
+        optimizer = (
+            keras.optimizers.Adam(schedule)
+            if solver.optimizer == "adam"
+            else keras.optimizers.SGD(schedule)
+        )
+        candidate.compile(optimizer=optimizer, steps_per_execution=_chunk(solver))
+        cache[key] = candidate, schedule
+    candidate.objective.set_prior_weights(settings.priors)
+    candidate.set_registration(group.registration, group.max_shift)
+    candidate.set_starts(trials.init, trials.seed)
+    candidate.set_group_schedule(group.every, group.warmup)
+    schedule.assign(solver.learning_rate, solver.iterations, solver.warmup)
     return candidate
 
 
