@@ -210,19 +210,9 @@ def _tfleak_attack(cell: Cell, repeat: int):
     return attack, update
 
 
-_VICTIMS: dict = {}
-
-
-def _run_tfleak(cell: Cell, keras_model, images, labels, repeat: int) -> dict:
+def _run_tfleak(cell: Cell, victim, images, labels, repeat: int, first: bool) -> dict:
     import tfleak
 
-    # One victim per cell, as a user attacking several batches of one model
-    # has: the first repeat this process runs pays the tracing, later ones
-    # reuse the traced step (`first_call_of_victim` in the record).
-    first = id(keras_model) not in _VICTIMS
-    if first:
-        _VICTIMS[id(keras_model)] = tfleak.as_victim(keras_model, batch_norm=cell.batch_norm)
-    victim = _VICTIMS[id(keras_model)]
     attack, update = _tfleak_attack(cell, repeat)
     observed = (update or tfleak.FedSGD()).share(victim, images, labels)
     start = time.perf_counter()
@@ -375,6 +365,7 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     torch.set_num_threads(FLAGS.threads)
+    import tfleak
     from tfleak.io import atomic_write_json
 
     report.setdefault("versions", {})
@@ -384,6 +375,10 @@ def main(argv):
     for name in cells:
         cell = CELLS[name]
         keras_model = _keras_model(cell)
+        # One tfleak victim per cell, as a user attacking several batches of
+        # one model has: the first repeat this process runs pays the tracing,
+        # later ones reuse the traced step (`first_call_of_victim`).
+        victim = None
         records = report["records"].setdefault(name, {})
         for repeat in range(FLAGS.repeats):
             record = records.setdefault(str(repeat), {})
@@ -397,7 +392,10 @@ def main(argv):
                     continue
                 print(f"{name} #{repeat} ({side}): images {indices}, labels {labels.tolist()}")
                 if side == "tfleak":
-                    out = _run_tfleak(cell, keras_model, images, labels, repeat)
+                    first = victim is None
+                    if first:
+                        victim = tfleak.as_victim(keras_model, batch_norm=cell.batch_norm)
+                    out = _run_tfleak(cell, victim, images, labels, repeat, first)
                 else:
                     out = _run_breaching(cell, keras_model, images, labels, repeat, checks)
                 record[side] = _score(images, labels, out)

@@ -255,9 +255,8 @@ class Candidate(keras.Model):
 
     def set_group_schedule(self, every: int, warmup: int) -> None:
         """The group consensus is formed every `every` steps (>= 1) from step `warmup` on."""
-        self.group_every, self.group_warmup = max(int(every), 1), int(warmup)
-        self._group_every.assign(self.group_every)
-        self._group_warmup.assign(self.group_warmup)
+        self._group_every.assign(max(int(every), 1))
+        self._group_warmup.assign(int(warmup))
 
     def label_probabilities(self, fixed: tf.Tensor) -> tf.Tensor:
         """`[starts, batch, classes]`: softmax of the dummy logits, or the known labels."""
