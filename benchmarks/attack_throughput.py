@@ -68,6 +68,7 @@ flags.DEFINE_enum(
     "iDLG (L-BFGS, label restored) or Inverting Gradients (signed Adam, cosine and TV, "
     "label restored by iDLG's rule), every attack running exactly --iterations.",
 )
+flags.DEFINE_enum("line_search", "armijo", ["armijo", "hager_zhang"], "iDLG's L-BFGS line search.")
 flags.DEFINE_integer("iterations", 50, "L-BFGS iterations (or Adam steps) of every attack.")
 flags.DEFINE_integer("alone", 8, "Attacks timed one at a time (the baseline).")
 flags.DEFINE_integer(
@@ -157,18 +158,30 @@ def _objective_seconds(victim, layout, observed, probabilities, repeats=5) -> fl
     return best
 
 
+def _line_search(attack: str, row=None):
+    """The L-BFGS line search of an iDLG row (rows written before the flag
+    existed ran tfp's Hager-Zhang), or of this run; None for first-order attacks."""
+    if attack != "idlg":
+        return None
+    return FLAGS.line_search if row is None else row.get("line_search", "hager_zhang")
+
+
 def _key(row) -> tuple:
+    attack = row.get("attack", "idlg")
     return (
-        row["victim"], row.get("attack", "idlg"), row["layout"], row["attacks"], row["iterations"]
+        row["victim"], attack, row["layout"], row["attacks"], row["iterations"],
+        _line_search(attack, row),
     )  # fmt: skip
 
 
 def _measured_again(row) -> bool:
     """Whether this run measures `row` (a baseline of one of its victims) again."""
+    attack = row.get("attack", "idlg")
     return (
         row["layout"] == "one_at_a_time"
         and row["victim"] in FLAGS.victims
-        and row.get("attack", "idlg") == FLAGS.attack
+        and attack == FLAGS.attack
+        and _line_search(attack, row) == _line_search(FLAGS.attack)
     )
 
 
@@ -204,6 +217,7 @@ def _benchmark_victim(
         row = {
             "victim": name,
             "attack": FLAGS.attack,
+            "line_search": _line_search(FLAGS.attack),
             "layout": layout,
             "attacks": count,
             "iterations": FLAGS.iterations,
@@ -254,7 +268,9 @@ def _benchmark_victim(
         attack = base.replace(vectorize=layout == "vectorized")
         chosen = "grouped" if layout == "grouped" else "per_attack"
         for count in counts:
-            key = (name, FLAGS.attack, layout, count, FLAGS.iterations)
+            key = (
+                name, FLAGS.attack, layout, count, FLAGS.iterations, _line_search(FLAGS.attack)
+            )  # fmt: skip
             if key in done:
                 print(f"{name} {count} ({layout}): already in {output}", flush=True)
                 continue
@@ -305,14 +321,16 @@ def main(argv):
     # (L-BFGS stops early only where its line search fails).
     if FLAGS.attack == "idlg":
         base = tfleak.IDLG(
-            iterations=FLAGS.iterations, restarts=0, tolerance=0.0, stall_ratio=None, seed=0
-        )
+            iterations=FLAGS.iterations, restarts=0, tolerance=0.0, stall_ratio=None, seed=0,
+            line_search=FLAGS.line_search,
+        )  # fmt: skip
     else:
         base = tfleak.InvertingGradients(
             iterations=FLAGS.iterations, restarts=0, label_strategy="idlg", stall_ratio=None
         )
+    name = FLAGS.attack if FLAGS.attack != "idlg" else f"idlg_{FLAGS.line_search}"
     report = {
-        "attacks": {**previous.get("attacks", {}), FLAGS.attack: repr(base)},
+        "attacks": {**previous.get("attacks", {}), name: repr(base)},
         "iterations": FLAGS.iterations,
         "matmul_flops_per_second": peak,
         "matmul_size": FLAGS.matmul_size,
@@ -343,8 +361,11 @@ def main(argv):
             f"{row['objective_ms_per_attack_evaluation']:.2f} | "
             f"{row['solver_ms_per_attack_evaluation']:.2f}"
         )
+        attack = row.get("attack", "idlg")
+        search = _line_search(attack, row)
+        attack = f"{attack} ({search})" if search else attack
         print(
-            f"| {row['victim']} | {row.get('attack', 'idlg')} | {label} | "
+            f"| {row['victim']} | {attack} | {label} | "
             f"{row['layout'].replace('one_at_a_time', '-')} | "
             f"{row['seconds']:.2f} | {row['images_per_minute']:.0f} | "
             f"{row.get('ratio_to_one_at_a_time', float('nan')):.2f} | "

@@ -39,6 +39,9 @@ flags.DEFINE_integer("num_classes", 100, "Victim classes.")
 flags.DEFINE_integer("iterations", 2000, "tfleak L-BFGS iterations per round.")
 flags.DEFINE_integer("restarts", 4, "tfleak rounds from new starts after a failed one.")
 flags.DEFINE_integer("starts", 1, "tfleak random starts per trial.")
+flags.DEFINE_enum(
+    "line_search", "armijo", ["armijo", "hager_zhang"], "tfleak's L-BFGS line search."
+)
 flags.DEFINE_integer("threads", 0, "Intra-op threads for both frameworks (0 = their default).")
 flags.DEFINE_string(
     "output", None, "JSON path (default benchmarks/results/dlg_speed[_quick].json)."
@@ -112,6 +115,7 @@ def main(argv):
             restarts=FLAGS.restarts,
             starts=FLAGS.starts,
             seed=seed,
+            line_search=FLAGS.line_search,
         )
         result = attack(
             victim,
@@ -138,8 +142,9 @@ def main(argv):
 
     # Seconds per evaluation: tfleak from a timed compiled run (no tracing).
     timing_attack = tfleak.DLG(
-        iterations=200, restarts=0, starts=1, stall_window=10**6, tolerance=0.0, seed=0
-    )
+        iterations=200, restarts=0, starts=1, stall_window=10**6, tolerance=0.0, seed=0,
+        line_search=FLAGS.line_search,
+    )  # fmt: skip
     observed = victim.gradient(samples.images[:1], tf.constant([3]))
     evaluations = _count_evaluations(timing_attack, victim, observed)
     tfleak_eval = evaluations["seconds"] / evaluations["evaluations"]
@@ -177,6 +182,8 @@ def main(argv):
         "tfleak_success_rate": success("tfleak"),
         "torch_success_rate": success("torch"),
         "tfleak_seconds_per_evaluation": tfleak_eval,
+        "tfleak_line_search": timing_attack.solver.line_search,
+        "tfleak_evaluations_per_iteration": evaluations["evaluations"] / evaluations["iterations"],
         "torch_seconds_per_evaluation": statistics.median(torch_evals),
         "evaluation_ratio": tfleak_eval / statistics.median(torch_evals),
         "machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPUs",
@@ -196,7 +203,10 @@ def _count_evaluations(attack, victim, observed):
     from tfleak.attacks.lbfgs import BatchedLBFGS
 
     objective = GradientMatching(victim, attack.objective.distance)
-    solver = BatchedLBFGS(objective, 1, True, 1, attack.trials.init, attack.solver.history_size)
+    solver = BatchedLBFGS(
+        objective, 1, True, 1, attack.trials.init, attack.solver.history_size,
+        line_search=attack.solver.line_search,
+    )  # fmt: skip
     observed = victim.check_gradient(observed)
     arguments = (observed, tf.zeros((1, 1, victim.num_classes)), ())
     results = solver.initialize(solver.random_starts(0, 0), *arguments)
@@ -204,7 +214,11 @@ def _count_evaluations(attack, victim, observed):
     start = time.perf_counter()
     results = solver.resume(results, tf.constant(attack.iterations), *arguments)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "evaluations": int(results.num_objective_evaluations) - 1}
+    return {
+        "seconds": seconds,
+        "evaluations": int(results.num_objective_evaluations) - 1,
+        "iterations": int(results.num_iterations) - 1,
+    }
 
 
 def _seconds_per_success(runs):
@@ -245,6 +259,10 @@ def _print_table(summary):
     print(
         f"| success rate | {summary['tfleak_success_rate']:.2f} | "
         f"{summary['torch_success_rate']:.2f} | |"
+    )
+    print(
+        f"| evaluations per L-BFGS iteration | "
+        f"{summary['tfleak_evaluations_per_iteration']:.2f} | about 1 (fixed step) | |"
     )
     print(
         f"| ms per gradient-distance evaluation | "

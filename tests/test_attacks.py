@@ -31,6 +31,18 @@ def test_lenet_recovers_a_real_mnist_digit(attack_class, mnist, mnist_lenet):
     assert result.labels.tolist() == label.tolist()
 
 
+@pytest.mark.parametrize("line_search, most_per_iteration", [("armijo", 1.3), ("hager_zhang", 4)])
+def test_both_line_searches_recover_the_digit(line_search, most_per_iteration, mnist, mnist_lenet):
+    # Armijo backtracking from the unit step costs about one gradient-distance
+    # evaluation per L-BFGS iteration; Hager-Zhang two to three.
+    image, label = mnist.images[1:2], mnist.labels[1:2]
+    observed = mnist_lenet.gradient(image, tf.constant(label))
+    attack = tfleak.IDLG(seed=0, line_search=line_search)
+    result = attack(mnist_lenet, observed, ground_truth=(image, label), verbose=0)
+    assert result.metrics["psnr"] >= 30.0, result
+    assert 1.0 <= result.evaluations / result.iterations <= most_per_iteration, result
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("attack_class", [tfleak.DLG, tfleak.IDLG])
 def test_lenet_recovers_a_natural_image(attack_class, sample_images):
@@ -104,6 +116,7 @@ def test_idlg_needs_a_single_example(mnist_lenet):
         ("distance", "l1", "unknown distance 'l1'; choose one of l2, cosine"),
         ("iterations", 0, "iterations must be at least 1"),
         ("restarts", -1, "restarts must be >= 0"),
+        ("line_search", "wolfe", "unknown line_search 'wolfe'; choose one of hager_zhang, armijo"),
     ],
 )
 def test_bad_hyperparameters(field, value, message):

@@ -10,11 +10,14 @@ iDLG (Zhao, Mopuri, Bilen, 2020) first reads the label of a single example off
 the last layer's gradient (`tfleak.attacks.labels.restore_label_idlg`) and then
 optimises the data alone.
 
-L-BFGS, as the paper uses, runs through `tfp.optimizer.lbfgs_minimize` inside
-one `tf.function`. DLG is seed-sensitive (one start converges, another stays
-noise), so a trial whose starts stall or diverge is followed by a trial from
-new random starts, up to `restarts` times (`tfleak.attacks.trials`). A NaN is
-a diverged start, not a crash. Success is judged without the ground truth:
+L-BFGS, as the paper uses, runs inside one `tf.function`
+(`tfleak.attacks.lbfgs`): by default with Armijo backtracking from the unit
+step, one gradient-distance evaluation an iteration as in the paper's PyTorch
+loop (`line_search='hager_zhang'` takes tfp's line search instead). DLG is
+seed-sensitive (one start converges, another stays noise), so a trial whose
+starts stall or diverge is followed by a trial from new random starts, up to
+`restarts` times (`tfleak.attacks.trials`). A NaN is a diverged start, not a
+crash. Success is judged without the ground truth:
 the gradient distance must fall below `tolerance` times the distance of a
 zero guess.
 

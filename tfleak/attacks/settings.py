@@ -25,6 +25,7 @@ import math
 from typing import ClassVar, Mapping, Optional, Union
 
 from tfleak.attacks.candidate import DUMMY_INITS, SCHEDULES
+from tfleak.attacks.lbfgs import LINE_SEARCHES
 from tfleak.attacks.objectives import GRADIENT_DISTANCES
 from tfleak.attacks.priors import PRIORS
 from tfleak.attacks.registration import REGISTRATIONS
@@ -131,7 +132,7 @@ class Objective:
 
 @dataclasses.dataclass(frozen=True)
 class LBFGS:
-    """DLG's solver: `tfp.optimizer.lbfgs_minimize` over every start at once.
+    """DLG's solver: L-BFGS over every start at once (`tfleak.attacks.lbfgs`).
 
     Attributes:
       iterations: most L-BFGS iterations per trial (each one or more objective
@@ -140,6 +141,9 @@ class LBFGS:
       jit_compile: compile the solver with XLA.
       snapshot_every: iterations between progress snapshots (and the chunk
         run in one graph call).
+      line_search: 'hager_zhang' (tfp's, strong Wolfe conditions) or
+        'armijo' (backtracking from the unit step, one evaluation per
+        iteration where it is accepted; `tfleak.attacks.lbfgs.armijo_step`).
     """
 
     optimizer: ClassVar[str] = "lbfgs"
@@ -147,9 +151,11 @@ class LBFGS:
     history_size: int = 100
     jit_compile: bool = False
     snapshot_every: int = 10
+    line_search: str = "armijo"
 
     def __post_init__(self):
         _at_least(self, 1, "iterations", "history_size", "snapshot_every")
+        _choose("line_search", self.line_search, LINE_SEARCHES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -150,7 +150,7 @@ def _lbfgs_trials(
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     solver = BatchedLBFGS.for_objective(
         objective, batch_size, optimise_labels, starts // replicas, trials.init,
-        solver_settings.history_size, solver_settings.jit_compile,
+        solver_settings.history_size, solver_settings.jit_compile, solver_settings.line_search,
     )  # fmt: skip
     if replicas > 1:
         solver = ReplicatedLBFGS(solver, strategy)
