@@ -268,10 +268,11 @@ def _benchmark_victim(
         attack = base.replace(vectorize=layout == "vectorized")
         chosen = "grouped" if layout == "grouped" else "per_attack"
         for count in counts:
-            key = (
-                name, FLAGS.attack, layout, count, FLAGS.iterations, _line_search(FLAGS.attack)
+            planned = dict(
+                victim=name, attack=FLAGS.attack, layout=layout, attacks=count,
+                iterations=FLAGS.iterations, line_search=_line_search(FLAGS.attack),
             )  # fmt: skip
-            if key in done:
+            if _key(planned) in done:
                 print(f"{name} {count} ({layout}): already in {output}", flush=True)
                 continue
             arguments = dict(

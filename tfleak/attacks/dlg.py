@@ -17,9 +17,8 @@ loop (`line_search='hager_zhang'` takes tfp's line search instead). DLG is
 seed-sensitive (one start converges, another stays noise), so a trial whose
 starts stall or diverge is followed by a trial from new random starts, up to
 `restarts` times (`tfleak.attacks.trials`). A NaN is a diverged start, not a
-crash. Success is judged without the ground truth:
-the gradient distance must fall below `tolerance` times the distance of a
-zero guess.
+crash. Success is judged without the ground truth: the gradient distance must
+fall below `tolerance` times the distance of a zero guess.
 
 Papers: DLG https://arxiv.org/abs/1906.08935; iDLG https://arxiv.org/abs/2001.02610.
 """
