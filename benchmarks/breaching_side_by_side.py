@@ -149,6 +149,11 @@ def _settings() -> tuple:
     for name in (*counts, "gradinversion_starts"):
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be at least 1; got {getattr(FLAGS, name)}.")
+    if FLAGS.tf_inter_op_threads < 0:
+        raise app.UsageError(
+            f"--tf_inter_op_threads must be >= 0 (0 = TensorFlow's default); "
+            f"got {FLAGS.tf_inter_op_threads}."
+        )
     cells = list(CELLS) if FLAGS.cells == ["all"] else FLAGS.cells
     unknown = sorted(set(cells) - set(CELLS))
     if unknown:
