@@ -64,6 +64,18 @@ def psnr(reference, reconstruction) -> np.ndarray:
     return tf.image.psnr(reference, reconstruction, max_val=1.0).numpy()
 
 
+# Traced once per image shape: eagerly, `tf.image.ssim` runs dozens of small
+# ops, 12 ms a CIFAR-10 image, which was a fifth of `attack_many`'s time for
+# 32 short attacks on LeNet.
+_ssim = tf.function(
+    lambda reference, reconstruction, size: tf.image.ssim(
+        reference, reconstruction, max_val=1.0, filter_size=size
+    ),
+    autograph=False,
+    reduce_retracing=True,
+)
+
+
 def ssim(reference, reconstruction) -> np.ndarray:
     """Structural similarity per image in [-1, 1] (`tf.image.ssim`, max_val=1).
 
@@ -72,7 +84,7 @@ def ssim(reference, reconstruction) -> np.ndarray:
     """
     reference, reconstruction = _pair(reference, reconstruction)
     size = min(11, int(reference.shape[1]), int(reference.shape[2]))
-    return tf.image.ssim(reference, reconstruction, max_val=1.0, filter_size=size).numpy()
+    return _ssim(reference, reconstruction, size).numpy()
 
 
 def label_accuracy(true_labels, predicted_labels) -> float:

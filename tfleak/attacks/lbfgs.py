@@ -134,9 +134,16 @@ def compact_direction(state: CompactResults) -> tf.Tensor:
     return -(r + _combine(s_history, in_slots(delta)))
 
 
-def _push(state: CompactResults, before: CompactResults) -> CompactResults:
+def _push(state: CompactResults, before: CompactResults, in_place=False) -> CompactResults:
     """Writes the pair `(s, y)` of the step from `before` into each row's oldest
-    slot where the row moved with positive curvature."""
+    slot where the row moved with positive curvature.
+
+    `in_place`: overwrite the slots in the histories' own buffers
+    (`InplaceUpdate`) instead of a copy (`tensor_scatter_nd_update` copied
+    both histories, 7.4 against 3.8 ms an iteration at 32 attacks on LeNet).
+    Only for histories no one else holds: `_resume_compact` copies them once
+    before its loop.
+    """
     s = state.position - before.position
     y = state.objective_gradient - before.objective_gradient
     # Where a step lacks positive curvature the pair would make H indefinite:
@@ -148,8 +155,14 @@ def _push(state: CompactResults, before: CompactResults) -> CompactResults:
     index = tf.stack([tf.range(tf.shape(slot)[0]), slot], axis=1)
 
     def write(history, new):
+        # `kept` is read before the write: it is an input of it.
         kept = tf.gather(history, slot, batch_dims=1)
-        return tf.tensor_scatter_nd_update(history, index, tf.where(update[:, None], new, kept))
+        new = tf.where(update[:, None], new, kept)
+        if not in_place:
+            return tf.tensor_scatter_nd_update(history, index, new)
+        flat = tf.reshape(history, [-1, tf.shape(history)[-1]])
+        rows = tf.range(tf.shape(slot)[0]) * m + slot
+        return tf.reshape(tf.raw_ops.InplaceUpdate(x=flat, i=rows, v=new), tf.shape(history))
 
     s_history = write(before.position_deltas, s)
     y_history = write(before.gradient_deltas, y)
@@ -249,6 +262,7 @@ class BatchedLBFGS:
         self.starts = starts
         self.init = init
         self.history_size = history_size
+        self.jit_compile = jit_compile
         self.optimise_labels = optimise_labels
         self.data_shape = (starts, batch_size, *victim.image_shape)
         self.logits_shape = (starts, batch_size, victim.num_classes)
@@ -380,6 +394,16 @@ class BatchedLBFGS:
         `compact_direction`, and tfp's line search or `armijo_step`."""
         value_and_gradients = self._value_and_gradients(observed, labels, bn_targets)
         zero = tf.constant(0.0, results.position.dtype)
+        # `_push` overwrites the histories in place, so the loop gets its own
+        # copies: the caller's results (and `initialize`'s one zero tensor,
+        # shared by both histories) stay as they were. XLA has no aliasing to
+        # exploit and keeps the functional update.
+        in_place = not self.jit_compile
+        if in_place:
+            results = results._replace(
+                position_deltas=tf.raw_ops.DeepCopy(x=results.position_deltas),
+                gradient_deltas=tf.raw_ops.DeepCopy(x=results.gradient_deltas),
+            )
 
         def search(state):
             state = bfgs_utils.terminate_if_not_finite(state)
@@ -395,7 +419,7 @@ class BatchedLBFGS:
                     state, value_and_gradients, direction, zero, zero, zero,
                     bfgs_utils.converged_all, 50, zero,
                 )  # fmt: skip
-            return [_push(moved, state)]
+            return [_push(moved, state, in_place)]
 
         def going(state):
             return (state.num_iterations < max_iterations) & ~bfgs_utils.converged_all(
