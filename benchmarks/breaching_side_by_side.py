@@ -115,7 +115,12 @@ flags.DEFINE_integer("repeats", 3, "Images or batches per cell (batch r drawn wi
 flags.DEFINE_integer("image_iterations", 4800, "Iterations of the one-image IG cells.")
 flags.DEFINE_integer("batch_iterations", 2000, "Iterations of the batch cells.")
 flags.DEFINE_integer("dlg_steps", 300, "breaching's L-BFGS steps in the DLG cell (see above).")
-flags.DEFINE_integer("gradinversion_starts", 1, "tfleak GradInversion's seeds G in its cell.")
+flags.DEFINE_integer(
+    "gradinversion_starts",
+    1,
+    "tfleak GradInversion's seeds G in its cell; 1 runs it without the group term, as "
+    "breaching's seethroughgradients (one trial, no group term).",
+)
 flags.DEFINE_integer("threads", 1, "Intra-op threads of both frameworks.")
 flags.DEFINE_integer(
     "tf_inter_op_threads",
@@ -130,7 +135,8 @@ flags.DEFINE_enum(
     ["stated", "breaching"],
     "tfleak's Inverting Gradients step size and TV weight: its own (0.1 and 0.2 in [0, 1] "
     "pixel units) or breaching's normalised-space values converted to pixel units (0.1 x the "
-    "mean CIFAR-10 std and 0.2 / that std), so both take the same steps.",
+    "mean CIFAR-10 std and 0.2 / that std), so both take the same steps; for GradInversion, "
+    "breaching's step so converted and its Langevin noise 0.01 (the paper's is 0.2).",
 )
 flags.DEFINE_list("sides", list(("tfleak", "breaching")), "Sides to run: tfleak, breaching.")
 flags.DEFINE_string("data_dir", "../shared/data", "Folder holding cifar10/test/<class>/*.jpg.")
@@ -214,9 +220,23 @@ def _tfleak_attack(cell: Cell, repeat: int):
     if cell.attack == "deepleakage":
         return tfleak.DLG(iterations=20 * iterations // 2, restarts=1, seed=repeat), update
     if cell.attack == "seethroughgradients":
+        priors = None
+        if FLAGS.gradinversion_starts == 1:
+            # One seed has no group: the paper's other weights, as breaching's
+            # `seethroughgradients`, which has no group term.
+            from tfleak.attacks import GRADINVERSION_PRIORS
+
+            priors = dict(GRADINVERSION_PRIORS, group=0.0)
+        units = {}
+        if FLAGS.units == "breaching":
+            from tfleak.models.resnet import CIFAR10_STD
+
+            # breaching's step in pixel units, and its Langevin noise (0.01, not the paper's 0.2)
+            units = {"learning_rate": 0.1 * float(np.mean(CIFAR10_STD)), "langevin": 0.01}
         return tfleak.GradInversion(
-            iterations=iterations, starts=FLAGS.gradinversion_starts, seed=repeat
-        ), update
+            iterations=iterations, starts=FLAGS.gradinversion_starts, priors=priors, seed=repeat,
+            **units,
+        ), update  # fmt: skip
     strategy = "counts" if cell.labels == "restored" else "known"
     units = {}
     if FLAGS.units == "breaching":
