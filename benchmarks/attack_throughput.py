@@ -275,8 +275,7 @@ def _benchmark_victim(
     for _ in range(FLAGS.timed_calls):
         start = time.perf_counter()
         alone = [
-            base(victim, observed[i], ground_truth=truths[i], verbose=0)
-            for i in range(FLAGS.alone)
+            base(victim, observed[i], ground_truth=truths[i], verbose=0) for i in range(FLAGS.alone)
         ]
         calls.append(time.perf_counter() - start)
     one = record("one_at_a_time", 1, calls, trace, alone)
@@ -311,9 +310,10 @@ def _benchmark_victim(
 def main(argv):
     del argv
     counts = sorted({int(c) for c in FLAGS.counts})
-    if min(counts or [0]) < 1 or min(
-        FLAGS.iterations, FLAGS.alone, FLAGS.warmups, FLAGS.timed_calls
-    ) < 1:
+    if (
+        min(counts or [0]) < 1
+        or min(FLAGS.iterations, FLAGS.alone, FLAGS.warmups, FLAGS.timed_calls) < 1
+    ):
         raise app.UsageError(
             "--counts, --iterations, --alone, --warmups and --timed_calls must be >= 1."
         )
