@@ -56,6 +56,18 @@ def test_grouped_attacks_equal_each_attack_alone(cifar, victim_name, count, dist
     # distance, priors and gradient w.r.t. its dummy data must be those of the
     # attack evaluated on its own (float32 rounding apart; the cosine distance
     # cancels digits, so its gradient agrees to about 2e-5 of its largest entry).
+    _assert_grouped_equals_alone(cifar, victim_name, count, distance, priors)
+
+
+def test_grouped_attacks_without_native_grouped_gradients(cifar, monkeypatch):
+    # Where TensorFlow cannot differentiate a grouped convolution (a CPU without
+    # oneDNN), every group is its own convolution: the same values. ResNet-20
+    # takes both forms (its first convolution grouped, the rest split).
+    monkeypatch.setattr("tfleak.attacks.stacked.native_grouped_convolutions", lambda: False)
+    _assert_grouped_equals_alone(cifar, "resnet20", 4, "l2", {"bn": 0.01})
+
+
+def _assert_grouped_equals_alone(cifar, victim_name, count, distance, priors):
     images, labels, classes = cifar
     victim = tfleak.models.get_victim(victim_name, images.shape[1:], classes)
     data, probabilities, stacked = _rows(victim, images[:count], labels[:count], classes)

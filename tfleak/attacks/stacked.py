@@ -37,6 +37,7 @@ a dilated or grouped convolution, or an update other than `FedSGD`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import weakref
 from typing import Callable, Optional, Sequence
 
@@ -53,6 +54,7 @@ __all__ = [
     "GroupedGradientMatching",
     "attacks_objective",
     "grouped_layout_reason",
+    "native_grouped_convolutions",
 ]
 
 # How attack_many lays out its attacks: 'auto' (grouped where the victim allows,
@@ -136,9 +138,55 @@ def _is_elementwise(activation) -> bool:
     return getattr(activation, "__name__", "") not in ("softmax", "log_softmax")
 
 
+@functools.cache
+def native_grouped_convolutions() -> bool:
+    """Whether the default device differentiates grouped convolutions.
+
+    TensorFlow's CPU kernels do so only with oneDNN, which TensorFlow turns on
+    by default on x86 CPUs with AVX-512 or AMX but not on others (an AVX2-only
+    AMD EPYC, for example); there `Conv2DBackpropInput` and
+    `Conv2DBackpropFilter` refuse a grouped convolution ("Gradients for
+    grouped convolutions are not supported on CPU"). Probed once per process,
+    eagerly, with both gradients of a 2-group 3 x 3 convolution of a 4 x 4 image.
+    """
+    with tf.init_scope():
+        images = upstream = tf.ones([1, 4, 4, 4])
+        kernel = tf.ones([3, 3, 2, 4])
+        try:
+            tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=images.shape, filter=kernel, out_backprop=upstream,
+                strides=[1, 1, 1, 1], padding="SAME",
+            )  # fmt: skip
+            tf.raw_ops.Conv2DBackpropFilter(
+                input=images, filter_sizes=kernel.shape, out_backprop=upstream,
+                strides=[1, 1, 1, 1], padding="SAME",
+            )  # fmt: skip
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+    return True
+
+
+def _grouped_conv2d(images, kernel, strides, padding, groups: int) -> tf.Tensor:
+    """`tf.nn.conv2d` of `images` `[batch, h, w, groups * c]` with `kernel` `[k, k, c, groups * f]`.
+
+    One grouped convolution where the device differentiates it
+    (`native_grouped_convolutions`); otherwise one convolution per group,
+    concatenated: the same values, differentiable everywhere, slower.
+    """
+    if groups == 1 or native_grouped_convolutions():
+        return tf.nn.conv2d(images, kernel, strides, padding)
+    outputs = [
+        tf.nn.conv2d(x, k, strides, padding)
+        for x, k in zip(tf.split(images, groups, axis=-1), tf.split(kernel, groups, axis=-1))
+    ]
+    return tf.concat(outputs, axis=-1)
+
+
 def _convolution(layer, x: _Value, kernel, bias) -> _Value:
     """`layer` (a Conv2D) with per-row `kernel` `[rows, k, k, c, f]`: one grouped convolution."""
-    y = tf.nn.conv2d(x.as_channels(), _flat(kernel), list(layer.strides), layer.padding.upper())
+    y = _grouped_conv2d(
+        x.as_channels(), _flat(kernel), list(layer.strides), layer.padding.upper(), x.rows
+    )
     if bias is not None:
         y = y + _flat(bias)
     y = _Value(y, "channels", x.rows)
@@ -169,12 +217,23 @@ def _split_convolution(layer, x: _Value, kernel, bias) -> _Value:
                 input_sizes=tf.shape(images), filter=shared, out_backprop=upstream,
                 strides=strides, padding=padding,
             )  # fmt: skip
-            grouped_images = _Value(
-                tf.reshape(images, [count, batch, *images.shape[1:]]), "rows", count
-            ).as_channels()
-            grouped_upstream = _Value(
-                tf.reshape(upstream, [count, batch, *upstream.shape[1:]]), "rows", count
-            ).as_channels()
+            row_images = tf.reshape(images, [count, batch, *images.shape[1:]])
+            row_upstream = tf.reshape(upstream, [count, batch, *upstream.shape[1:]])
+            if not native_grouped_convolutions():  # one filter gradient per row
+                return inputs, tf.stack(
+                    [
+                        tf.raw_ops.Conv2DBackpropFilter(
+                            input=row_images[r],
+                            filter_sizes=shared.shape,
+                            out_backprop=row_upstream[r],
+                            strides=strides,
+                            padding=padding,
+                        )  # fmt: skip
+                        for r in range(count)
+                    ]
+                )
+            grouped_images = _Value(row_images, "rows", count).as_channels()
+            grouped_upstream = _Value(row_upstream, "rows", count).as_channels()
             size = [*shared.shape[:3], count * shared.shape[3]]
             flat = tf.raw_ops.Conv2DBackpropFilter(
                 input=grouped_images, filter_sizes=size, out_backprop=grouped_upstream,
