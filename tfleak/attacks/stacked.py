@@ -143,11 +143,13 @@ def native_grouped_convolutions() -> bool:
     """Whether the default device differentiates grouped convolutions.
 
     TensorFlow's CPU kernels do so only with oneDNN, which TensorFlow turns on
-    by default on x86 CPUs with AVX-512 or AMX but not on others (an AVX2-only
-    AMD EPYC, for example); there `Conv2DBackpropInput` and
-    `Conv2DBackpropFilter` refuse a grouped convolution ("Gradients for
-    grouped convolutions are not supported on CPU"). Probed once per process,
-    eagerly, with both gradients of a 2-group 3 x 3 convolution of a 4 x 4 image.
+    by default on x86 CPUs with AVX-512 VNNI or BF16, or AMX, and not on
+    others (an AVX2-only AMD EPYC, for example; `TF_ENABLE_ONEDNN_OPTS=1`
+    before TensorFlow is imported turns it on); without it
+    `Conv2DBackpropInput` and `Conv2DBackpropFilter` refuse a grouped
+    convolution ("Gradients for grouped convolutions are not supported on
+    CPU"). Probed once per process, eagerly, with both gradients of a 2-group
+    3 x 3 convolution of a 4 x 4 image. Returns a bool.
     """
     with tf.init_scope():
         images = upstream = tf.ones([1, 4, 4, 4])
