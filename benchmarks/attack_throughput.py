@@ -19,8 +19,7 @@ timed `--timed_calls` times; a row gives the median of those seconds (all of
 them are in the JSON: in one process, some calls of the same traced attack ran
 at one core's pace, 41.7 against 24.4 s for 32 grouped Inverting Gradients
 attacks on ResNet-20, the same CPU seconds either way), images per minute, the
-ratio to one at a time, the images per minute, the ratio to one at a time, the
-tracing seconds, the achieved FLOP/s (the objective's floating-point
+ratio to one at a time, the tracing seconds, the achieved FLOP/s (the objective's floating-point
 operations per evaluation, from TF's profiler on the traced graph of one
 attack's value and gradient, x evaluations / seconds) beside the machine's
 float32 matmul rate measured in the same run, and the split of the time per
@@ -316,6 +315,10 @@ def main(argv):
     ):
         raise app.UsageError(
             "--counts, --iterations, --alone, --warmups and --timed_calls must be >= 1."
+        )
+    if FLAGS.threads < 0:
+        raise app.UsageError(
+            f"--threads must be >= 0 (0: TensorFlow's default); got {FLAGS.threads}."
         )
     checks = (("layouts", FLAGS.layouts, LAYOUTS), ("victims", FLAGS.victims, VICTIMS))
     for flag, given, valid in checks:

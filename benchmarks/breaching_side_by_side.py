@@ -219,6 +219,9 @@ def _tfleak_attack(cell: Cell, repeat: int):
         )
     if cell.attack == "deepleakage":
         return tfleak.DLG(iterations=20 * iterations // 2, restarts=1, seed=repeat), update
+    from tfleak.models.resnet import CIFAR10_STD
+
+    std = float(np.mean(CIFAR10_STD))  # breaching's normalised units -> pixels
     if cell.attack == "seethroughgradients":
         priors = None
         if FLAGS.gradinversion_starts == 1:
@@ -229,10 +232,8 @@ def _tfleak_attack(cell: Cell, repeat: int):
             priors = dict(GRADINVERSION_PRIORS, group=0.0)
         units = {}
         if FLAGS.units == "breaching":
-            from tfleak.models.resnet import CIFAR10_STD
-
             # breaching's step in pixel units, and its Langevin noise (0.01, not the paper's 0.2)
-            units = {"learning_rate": 0.1 * float(np.mean(CIFAR10_STD)), "langevin": 0.01}
+            units = {"learning_rate": 0.1 * std, "langevin": 0.01}
         return tfleak.GradInversion(
             iterations=iterations, starts=FLAGS.gradinversion_starts, priors=priors, seed=repeat,
             **units,
@@ -240,9 +241,6 @@ def _tfleak_attack(cell: Cell, repeat: int):
     strategy = "counts" if cell.labels == "restored" else "known"
     units = {}
     if FLAGS.units == "breaching":
-        from tfleak.models.resnet import CIFAR10_STD
-
-        std = float(np.mean(CIFAR10_STD))
         units = {"learning_rate": 0.1 * std, "tv": 0.2 / std}
     attack = tfleak.InvertingGradients(
         iterations=iterations, label_strategy=strategy, update=update, seed=repeat, **units

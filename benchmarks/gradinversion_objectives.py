@@ -82,13 +82,11 @@ def _bn_distance(victim, images, targets) -> float:
     """DeepInversion's distance of `images`' batch statistics to `targets`, first layer x10."""
     import tensorflow as tf
 
-    total = 0.0
-    for index, ((mean, variance), (target_mean, target_variance)) in enumerate(
-        zip(victim.batch_statistics(tf.constant(images)), targets)
-    ):
-        term = tf.norm(mean - target_mean) + tf.norm(variance - target_variance)
-        total += (10.0 if index == 0 else 1.0) * float(term)
-    return total
+    from tfleak.attacks.priors import PriorContext, batch_norm_statistics
+
+    statistics = [(m[None], v[None]) for m, v in victim.batch_statistics(tf.constant(images))]
+    context = PriorContext(statistics=statistics, targets=targets)
+    return float(batch_norm_statistics(images[None], context, first_layer_scale=10.0)[0])
 
 
 def _attack(victim, name: str, batch: int) -> dict:
